@@ -1,0 +1,301 @@
+/* linear.c - fully connected layers on oneDNN matmul.
+ *
+ * Design:
+ * 1. One engine and stream per process (oneDNN objects are thread-safe for
+ *    execution; the stream is created per call because a dnnl_stream_t must
+ *    not be shared between threads executing concurrently).
+ * 2. The packed weight layout is chosen once, by a primitive descriptor made
+ *    for a typical M (PACK_M) with dnnl_format_tag_any; every other M reuses
+ *    that exact layout. If oneDNN refused that for some M we would fall back
+ *    to the plain layout, which never happens with the brgemm kernels of 2.6
+ *    but keeps the code honest.
+ * 3. Weights are described to oneDNN as (K, N) with strides (1, K): that is
+ *    the checkpoint's (N, K) row-major array, so no transpose is done by us.
+ * 4. The activation is a post-op, and the residual sum too (sum post-op),
+ *    so y = x + mlp(x) costs no extra pass over y.
+ */
+#include "clip/linear.h"
+
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/safetensors.h"
+
+#define PACK_M 256
+
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t engine;
+
+static void engine_init(void)
+{
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
+        engine = NULL;
+}
+
+static dnnl_data_type_t dt_of(enum clip_precision p)
+{
+    return p == CLIP_BF16 ? dnnl_bf16 : dnnl_f32;
+}
+
+/* Builds a matmul primitive descriptor for M rows; wmd NULL = format any. */
+static dnnl_status_t make_pd(const struct clip_linear *l, int64_t m,
+                             const dnnl_memory_desc_t *wmd,
+                             dnnl_primitive_desc_t *pd)
+{
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t sd = {m, l->in}, wd = {l->in, l->out}, bd = {1, l->out},
+                dd = {m, l->out};
+    dnnl_memory_desc_init_by_tag(&src, 2, sd, dt_of(l->prec), dnnl_ab);
+    if (wmd)
+        wei = *wmd;
+    else
+        dnnl_memory_desc_init_by_tag(&wei, 2, wd, dt_of(l->prec), dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t md;
+    dnnl_status_t st = dnnl_matmul_desc_init(&md, &src, &wei, l->b ? &bias : NULL, &dst);
+    if (st != dnnl_success)
+        return st;
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po;
+    dnnl_primitive_attr_create(&attr);
+    dnnl_post_ops_create(&po);
+    /* order matters: y = act(xW^T + b) + y_old */
+    if (l->act == CLIP_ACT_QUICK_GELU)
+        dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f);
+    else if (l->act == CLIP_ACT_GELU)
+        dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+    if (l->accumulate)
+        dnnl_post_ops_append_sum(po, 1.0f);
+    dnnl_primitive_attr_set_post_ops(attr, po);
+    st = dnnl_primitive_desc_create(pd, &md, attr, engine, NULL);
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+int clip_linear_init(struct clip_linear *l, int in, int out, float *w, float *b,
+                     enum clip_act act, int accumulate, enum clip_precision prec,
+                     struct err *err)
+{
+    memset(l, 0, sizeof *l);
+    l->in = in;
+    l->out = out;
+    l->act = act;
+    l->accumulate = accumulate;
+    l->prec = prec;
+    l->w = w;
+    l->b = b;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_once(&engine_once, engine_init);
+    int rc = 0;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t plain = NULL;
+    uint16_t *wbf = NULL;
+    if (!engine) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot create a CPU engine");
+        goto fail;
+    }
+    if (make_pd(l, PACK_M, NULL, &pd) != dnnl_success) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: no matmul for %dx%d (%s)", in, out,
+                     prec == CLIP_BF16 ? "bf16" : "fp32");
+        goto fail;
+    }
+    const dnnl_memory_desc_t *packed = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    l->wmd = malloc(sizeof(dnnl_memory_desc_t));
+    if (!l->wmd) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(l->wmd, packed, sizeof *packed);
+    /* the checkpoint's (N, K) array seen as (K, N) with strides (1, K) */
+    dnnl_memory_desc_t plain_md;
+    dnnl_dims_t wd = {in, out}, ws = {1, in};
+    dnnl_memory_desc_init_by_strides(&plain_md, 2, wd, dt_of(prec), ws);
+    void *src = w;
+    if (prec == CLIP_BF16) {
+        wbf = malloc((size_t)in * out * sizeof *wbf);
+        if (!wbf) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < (size_t)in * out; i++)
+            wbf[i] = st_f32_to_bf16(w[i]);
+        src = wbf;
+    }
+    dnnl_stream_t stream = NULL;
+    if (dnnl_memory_create(&plain, &plain_md, engine, src) != dnnl_success ||
+        dnnl_memory_create((dnnl_memory_t *)&l->wmem, l->wmd, engine, DNNL_MEMORY_ALLOCATE) != dnnl_success ||
+        dnnl_reorder_primitive_desc_create(&rpd, &plain_md, engine, l->wmd, engine, NULL) != dnnl_success ||
+        dnnl_primitive_create(&reorder, rpd) != dnnl_success ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot pack %dx%d weights", out, in);
+        goto fail;
+    }
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, l->wmem}};
+    dnnl_status_t st = dnnl_primitive_execute(reorder, stream, 2, args);
+    dnnl_stream_wait(stream);
+    dnnl_stream_destroy(stream);
+    if (st != dnnl_success) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: weight reorder failed");
+        goto fail;
+    }
+    /* keep the PACK_M primitive as the first cache entry */
+    dnnl_primitive_t prim;
+    if (dnnl_primitive_create(&prim, pd) == dnnl_success) {
+        l->cache[0].m = PACK_M;
+        l->cache[0].prim = prim;
+        l->cache[0].pd = pd;
+        pd = NULL;
+    }
+    free(l->w);
+    l->w = NULL;
+    rc = 0;
+fail:
+    free(wbf);
+    if (reorder)
+        dnnl_primitive_destroy(reorder);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (plain)
+        dnnl_memory_destroy(plain);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (rc)
+        clip_linear_free(l);
+    return rc;
+}
+
+void clip_linear_free(struct clip_linear *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < CLIP_LINEAR_CACHE; i++) {
+        if (l->cache[i].prim)
+            dnnl_primitive_destroy(l->cache[i].prim);
+        if (l->cache[i].pd)
+            dnnl_primitive_desc_destroy(l->cache[i].pd);
+    }
+    if (l->wmem)
+        dnnl_memory_destroy(l->wmem);
+    free(l->wmd);
+    free(l->w);
+    free(l->b);
+    pthread_mutex_destroy(&l->lock);
+    memset(l, 0, sizeof *l);
+}
+
+/* Finds or makes the primitive for m rows (LRU-free: slots are few and the
+ * batch shapes of a process are few; when full, slot m % N is replaced). */
+static dnnl_primitive_t prim_for(struct clip_linear *l, int64_t m)
+{
+    pthread_mutex_lock(&l->lock);
+    int slot = -1;
+    for (int i = 0; i < CLIP_LINEAR_CACHE; i++) {
+        if (l->cache[i].m == m) {
+            dnnl_primitive_t p = l->cache[i].prim;
+            pthread_mutex_unlock(&l->lock);
+            return p;
+        }
+        if (slot < 0 && !l->cache[i].m)
+            slot = i;
+    }
+    if (slot < 0) { /* evict one; the PACK_M slot 0 stays */
+        slot = 1 + (int)(m % (CLIP_LINEAR_CACHE - 1));
+        dnnl_primitive_destroy(l->cache[slot].prim);
+        dnnl_primitive_desc_destroy(l->cache[slot].pd);
+        l->cache[slot].m = 0;
+    }
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim = NULL;
+    if (make_pd(l, m, l->wmd, &pd) == dnnl_success) {
+        if (dnnl_primitive_create(&prim, pd) == dnnl_success) {
+            l->cache[slot].m = m;
+            l->cache[slot].prim = prim;
+            l->cache[slot].pd = pd;
+        } else {
+            dnnl_primitive_desc_destroy(pd);
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    return prim;
+}
+
+int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float *y,
+                        uint16_t *xbf, struct err *err)
+{
+    if (m <= 0)
+        return 0;
+    dnnl_primitive_t prim = prim_for(l, m);
+    if (!prim)
+        return err_set(err, ERR_INTERNAL, "oneDNN: no matmul primitive for M=%lld, %dx%d",
+                       (long long)m, l->in, l->out);
+    const void *src = x;
+    if (l->prec == CLIP_BF16) {
+        size_t n = (size_t)m * l->in;
+        for (size_t i = 0; i < n; i++)
+            xbf[i] = st_f32_to_bf16(x[i]);
+        src = xbf;
+    }
+    dnnl_memory_desc_t smd, dmd, bmd;
+    dnnl_dims_t sd = {m, l->in}, dd = {m, l->out}, bd = {1, l->out};
+    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dt_of(l->prec), dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab);
+    dnnl_memory_t sm = NULL, dm = NULL, bm = NULL;
+    dnnl_stream_t stream = NULL;
+    int rc = 0;
+    if (dnnl_memory_create(&sm, &smd, engine, (void *)src) != dnnl_success ||
+        dnnl_memory_create(&dm, &dmd, engine, y) != dnnl_success ||
+        (l->b && dnnl_memory_create(&bm, &bmd, engine, l->b) != dnnl_success) ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot create memory objects");
+        goto done;
+    }
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, l->wmem},
+                               {DNNL_ARG_DST, dm}, {DNNL_ARG_BIAS, bm}};
+    if (dnnl_primitive_execute(prim, stream, l->b ? 4 : 3, args) != dnnl_success ||
+        dnnl_stream_wait(stream) != dnnl_success)
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: matmul failed");
+done:
+    if (stream)
+        dnnl_stream_destroy(stream);
+    if (sm)
+        dnnl_memory_destroy(sm);
+    if (dm)
+        dnnl_memory_destroy(dm);
+    if (bm)
+        dnnl_memory_destroy(bm);
+    return rc;
+}
+
+void clip_linear_ref(const float *x, int64_t m, int k, const float *w, const float *b,
+                     int n, enum clip_act act, int accumulate, float *y)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = b ? b[j] : 0.0;
+            for (int t = 0; t < k; t++)
+                s += (double)x[i * k + t] * w[(size_t)j * k + t];
+            float v = (float)s;
+            if (act == CLIP_ACT_QUICK_GELU)
+                v = v / (1.0f + expf(-1.702f * v));
+            else if (act == CLIP_ACT_GELU)
+                v = 0.5f * v * (1.0f + erff(v / sqrtf(2.0f)));
+            y[i * n + j] = accumulate ? y[i * n + j] + v : v;
+        }
+}
+
+size_t clip_linear_bytes(const struct clip_linear *l)
+{
+    return l->wmd ? dnnl_memory_desc_get_size(l->wmd) : 0;
+}
+
+int clip_cpu_has_bf16(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+}

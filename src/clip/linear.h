@@ -1,0 +1,73 @@
+/* linear.h - y = act(x W^T + b) [+ y], the matrix products of the towers.
+ *
+ * x is (M, K) row-major fp32, W is (N, K) as stored in checkpoints, y is
+ * (M, N). Products run through oneDNN's matmul primitive: the weights are
+ * reordered once into the layout oneDNN prefers, primitives are created once
+ * per distinct M and reused. In bf16 mode the weights are kept in bf16 and
+ * the activations are converted before each product (fp32 accumulation,
+ * fp32 output), which puts the product on AMX where the CPU has it.
+ * A plain C reference (clip_linear_ref) is kept for tests.
+ */
+#ifndef IMGSEARCH_CLIP_LINEAR_H
+#define IMGSEARCH_CLIP_LINEAR_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+enum clip_act {
+    CLIP_ACT_NONE,
+    CLIP_ACT_QUICK_GELU, /* x * sigmoid(1.702 x): oneDNN swish, alpha 1.702 */
+    CLIP_ACT_GELU,       /* exact erf GELU */
+};
+
+enum clip_precision {
+    CLIP_FP32,
+    CLIP_BF16,
+};
+
+#define CLIP_LINEAR_CACHE 16
+
+struct clip_linear_prim {
+    int64_t m;          /* rows this primitive was made for; 0 = free slot */
+    void *prim;         /* dnnl_primitive_t */
+    void *pd;           /* dnnl_primitive_desc_t */
+};
+
+struct clip_linear {
+    int in, out;            /* K, N */
+    enum clip_act act;      /* fused activation */
+    int accumulate;         /* 1: y += result (fused residual sum) */
+    enum clip_precision prec; /* compute precision of the product */
+    float *w;               /* (N, K) fp32 plain copy; freed once packed */
+    float *b;               /* (N) bias or NULL, owned */
+    void *wmem;             /* dnnl_memory_t of packed weights */
+    void *wmd;              /* packed weights memory desc (heap copy) */
+    struct clip_linear_prim cache[CLIP_LINEAR_CACHE]; /* primitives by M */
+    pthread_mutex_t lock;   /* guards cache */
+};
+
+/* Takes ownership of w (N*K floats) and b (N floats or NULL), packs the
+ * weights for prec. On failure w and b are freed. */
+int clip_linear_init(struct clip_linear *l, int in, int out, float *w, float *b,
+                     enum clip_act act, int accumulate, enum clip_precision prec,
+                     struct err *err);
+void clip_linear_free(struct clip_linear *l);
+
+/* y (M, N) = act(x (M, K) W^T + b) (+ y when accumulate). bf16 mode needs
+ * xbf scratch of M*K uint16 values (may be NULL in fp32 mode). */
+int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float *y,
+                        uint16_t *xbf, struct err *err);
+
+/* Plain reference, same contract, W given explicitly. */
+void clip_linear_ref(const float *x, int64_t m, int k, const float *w, const float *b,
+                     int n, enum clip_act act, int accumulate, float *y);
+
+/* Resident bytes held by the packed weights. */
+size_t clip_linear_bytes(const struct clip_linear *l);
+
+/* 1 when this CPU runs bf16 products natively (AMX or AVX512-BF16). */
+int clip_cpu_has_bf16(void);
+
+#endif

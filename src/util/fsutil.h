@@ -1,0 +1,43 @@
+/* fsutil.h - small file helpers: whole-file reads and durable replacement.
+ *
+ * A durable replace writes PATH.tmp.PID, fsyncs it, renames it over PATH
+ * and fsyncs the directory, so a crash leaves either the old or the new
+ * file, never a torn one.
+ */
+#ifndef IMGSEARCH_FSUTIL_H
+#define IMGSEARCH_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/err.h"
+
+struct fs_atomic {
+    FILE *f;            /* the temp file being written */
+    char *path;         /* final path */
+    char *tmp;          /* temp path */
+};
+
+int fs_atomic_open(struct fs_atomic *w, const char *path, struct err *err);
+int fs_atomic_write(struct fs_atomic *w, const void *p, size_t n, struct err *err);
+/* fsync + rename + fsync(dir); frees w. */
+int fs_atomic_commit(struct fs_atomic *w, struct err *err);
+/* Removes the temp file; frees w. */
+void fs_atomic_abort(struct fs_atomic *w);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated, *len without
+ * the NUL). Files over max bytes are ERR_TOO_LARGE. */
+int fs_read_file(const char *path, size_t max, uint8_t **out, size_t *len,
+                 struct err *err);
+
+/* Writes a whole file durably (fs_atomic). */
+int fs_write_file(const char *path, const void *p, size_t n, struct err *err);
+
+/* 1 when path exists (any type). */
+int fs_exists(const char *path);
+
+/* mkdir -p */
+int fs_mkdirs(const char *path, struct err *err);
+
+#endif
