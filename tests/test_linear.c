@@ -1,5 +1,6 @@
 /* test_linear.c - oneDNN products against the plain reference. */
 #include "test.h"
+#include "clip/clip_int.h"
 #include "clip/linear.h"
 
 #include <stdint.h>
@@ -104,4 +105,76 @@ TEST(many_shapes_reuse_cache)
     free(wc);
 }
 
-TEST_MAIN(fp32_matches_reference, bf16_close_to_reference, many_shapes_reuse_cache)
+/* The AVX-512 attention against the plain reference, causal or not, for
+ * lengths around the 16-lane blocks. */
+TEST(attention_kernel_matches_reference)
+{
+    const int c = 128, d = 64;
+    int lens[] = {1, 7, 16, 17, 50, 77};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (int causal = 0; causal < 2; causal++) {
+            int L = lens[li];
+            float *qkv = malloc(sizeof(float) * (size_t)(L + 3) * 3 * c);
+            float *a = calloc((size_t)(L + 3) * c, sizeof(float)), *b = calloc((size_t)(L + 3) * c, sizeof(float));
+            float *sc = malloc(sizeof(float) * clip__attend_scratch(L, d));
+            for (int i = 0; i < (L + 3) * 3 * c; i++)
+                qkv[i] = frand() * 2.0f;
+            for (int h = 0; h < c / d; h++) {
+                clip__attend(qkv, a, sc, 3, L, c, h * d, d, causal);
+                clip__attend_ref(qkv, b, sc, 3, L, c, h * d, d, causal);
+            }
+            CHECKF(rel_err(a, b, (size_t)(L + 3) * c) < 1e-5, "L=%d causal=%d err %g", L, causal,
+                   rel_err(a, b, (size_t)(L + 3) * c));
+            free(qkv);
+            free(a);
+            free(b);
+            free(sc);
+        }
+}
+
+TEST(bf16_conversion_matches_reference)
+{
+    const size_t n = 1000;
+    float *x = malloc(sizeof(float) * n);
+    uint16_t *a = malloc(2 * n), *b = malloc(2 * n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = frand() * 1000.0f;
+    x[0] = 1.00390625f; /* a tie: rounds to even */
+    x[1] = INFINITY;
+    x[2] = -0.0f;
+    clip__to_bf16(x, a, n);
+    clip__to_bf16_ref(x, b, n);
+    CHECK(memcmp(a, b, 2 * n) == 0);
+    CHECK(a[0] == 0x3f80);
+    free(x);
+    free(a);
+    free(b);
+}
+
+TEST(layernorm_kernel_matches_reference)
+{
+    int widths[] = {1, 15, 16, 17, 128, 768, 1000};
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+        int c = widths[wi], r = 37;
+        float *x = malloc(sizeof(float) * (size_t)r * c), *g = malloc(sizeof(float) * (size_t)c);
+        float *b = malloc(sizeof(float) * (size_t)c), *y1 = malloc(sizeof(float) * (size_t)r * c);
+        float *y2 = malloc(sizeof(float) * (size_t)r * c);
+        for (int i = 0; i < r * c; i++)
+            x[i] = frand() * 3.0f + 1.0f;
+        for (int i = 0; i < c; i++) {
+            g[i] = frand() + 1.0f;
+            b[i] = frand();
+        }
+        clip__layernorm(x, y1, r, c, g, b, 1e-5f);
+        clip__layernorm_ref(x, y2, r, c, g, b, 1e-5f);
+        CHECKF(rel_err(y1, y2, (size_t)r * c) < 1e-5, "c=%d err %g", c, rel_err(y1, y2, (size_t)r * c));
+        free(x);
+        free(g);
+        free(b);
+        free(y1);
+        free(y2);
+    }
+}
+
+TEST_MAIN(layernorm_kernel_matches_reference, fp32_matches_reference, bf16_close_to_reference, many_shapes_reuse_cache,
+          attention_kernel_matches_reference, bf16_conversion_matches_reference)

@@ -84,4 +84,21 @@ void clip__layernorm(const float *x, float *y, int64_t r, int c, const float *g,
 
 void clip__tower_free(struct clip_tower *t);
 
+/* kernels.c: 0 scalar, 1 AVX-512F, 2 AVX-512F + BF16 (IMGSEARCH_SIMD=scalar
+ * forces 0). */
+int clip__simd(void);
+/* Attention of one (sequence, head): rows o .. o+L-1 of qkv (R, 3C), head
+ * columns hd .. hd+d-1; writes the same rows/columns of out (R, C). sc is
+ * clip__attend_scratch(L, d) floats. */
+void clip__attend(const float *qkv, float *out, float *sc, int o, int L, int c, int hd,
+                  int d, int causal);
+void clip__attend_ref(const float *qkv, float *out, float *sc, int o, int L, int c,
+                      int hd, int d, int causal);
+size_t clip__attend_scratch(int maxlen, int d);
+/* fp32 -> bf16, round to nearest even. */
+void clip__to_bf16(const float *x, uint16_t *y, size_t n);
+void clip__to_bf16_ref(const float *x, uint16_t *y, size_t n);
+void clip__layernorm_ref(const float *x, float *y, int64_t r, int c, const float *g,
+                         const float *b, float eps);
+
 #endif

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clip/clip_int.h"
 #include "util/safetensors.h"
 
 #define PACK_M 256
@@ -235,9 +236,7 @@ int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float 
                        (long long)m, l->in, l->out);
     const void *src = x;
     if (l->prec == CLIP_BF16) {
-        size_t n = (size_t)m * l->in;
-        for (size_t i = 0; i < n; i++)
-            xbf[i] = st_f32_to_bf16(x[i]);
+        clip__to_bf16(x, xbf, (size_t)m * l->in);
         src = xbf;
     }
     dnnl_memory_desc_t smd, dmd, bmd;

@@ -62,7 +62,7 @@ int clip__work_reserve(struct clip_work *w, int64_t rows, int c, int mlp, int ma
         }
         w->cap_rows = r;
     }
-    size_t sc = (size_t)omp_get_max_threads() * (size_t)maxlen * (size_t)maxlen;
+    size_t sc = (size_t)omp_get_max_threads() * clip__attend_scratch(maxlen, c);
     void *s = w->scores;
     if (grow(&s, &w->cap_scores, sc, sizeof(float)))
         return -1;
@@ -104,67 +104,6 @@ void clip__work_free(struct clip_work *w)
     memset(w, 0, sizeof *w);
 }
 
-void clip__layernorm(const float *x, float *y, int64_t r, int c, const float *g,
-                     const float *b, float eps)
-{
-#pragma omp parallel for schedule(static) if (r > 16)
-    for (int64_t i = 0; i < r; i++) {
-        const float *xi = x + i * c;
-        float *yi = y + i * c;
-        float mean = 0;
-        for (int j = 0; j < c; j++)
-            mean += xi[j];
-        mean /= (float)c;
-        float var = 0;
-        for (int j = 0; j < c; j++) {
-            float d = xi[j] - mean;
-            var += d * d;
-        }
-        var /= (float)c;
-        float inv = 1.0f / sqrtf(var + eps);
-        for (int j = 0; j < c; j++)
-            yi[j] = (xi[j] - mean) * inv * g[j] + b[j];
-    }
-}
-
-/* One (sequence, head) of attention: rows [o, o+L), head offset hd. */
-static void attend(const float *qkv, float *att, float *sc, int o, int L, int c,
-                   int hd, int d, int causal)
-{
-    const float scale = 1.0f / sqrtf((float)d);
-    const size_t stride = 3 * (size_t)c;
-    for (int i = 0; i < L; i++) {
-        const float *q = qkv + (size_t)(o + i) * stride + hd;
-        int jn = causal ? i + 1 : L;
-        float mx = -INFINITY;
-        for (int j = 0; j < jn; j++) {
-            const float *k = qkv + (size_t)(o + j) * stride + c + hd;
-            float s = 0;
-            for (int t = 0; t < d; t++)
-                s += q[t] * k[t];
-            s *= scale;
-            sc[j] = s;
-            if (s > mx)
-                mx = s;
-        }
-        float sum = 0;
-        for (int j = 0; j < jn; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        float *out = att + (size_t)(o + i) * c + hd;
-        for (int t = 0; t < d; t++)
-            out[t] = 0;
-        for (int j = 0; j < jn; j++) {
-            const float *v = qkv + (size_t)(o + j) * stride + 2 * c + hd;
-            float p = sc[j] * inv;
-            for (int t = 0; t < d; t++)
-                out[t] += p * v[t];
-        }
-    }
-}
-
 int clip__tower_blocks(struct clip_tower *t, struct clip_work *w, int64_t rows,
                        const int *off, const int *len, int nseq, int causal,
                        struct err *err)
@@ -188,8 +127,8 @@ int clip__tower_blocks(struct clip_tower *t, struct clip_work *w, int64_t rows,
 #pragma omp parallel for schedule(dynamic, 1)
         for (int k = 0; k < tasks; k++) {
             int s = k / h, hh = k % h;
-            float *sc = scores + (size_t)omp_get_thread_num() * maxlen * maxlen;
-            attend(w->qkv, w->att, sc, off[s], len[s], c, hh * d, d, causal);
+            float *sc = scores + (size_t)omp_get_thread_num() * clip__attend_scratch(maxlen, c);
+            clip__attend(w->qkv, w->att, sc, off[s], len[s], c, hh * d, d, causal);
         }
         if ((rc = clip_linear_forward(&b->out, w->att, rows, w->x, w->xbf, err)))
             return rc;

@@ -2,8 +2,10 @@
 #include "cmd/cmd.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cmd_fail(const char *cmd, const struct err *err)
 {
@@ -47,4 +49,38 @@ int cmd_parse_double(const char *cmd, const char *opt, const char *s,
                                opt, lo, hi, s);
     *out = v;
     return 0;
+}
+
+void cmd_json_str(FILE *f, const char *s)
+{
+    json_t *j = json_string(s);
+    if (!j) /* not UTF-8: show the bytes as Latin-1 would be wrong; escape */
+        j = json_stringn_nocheck(s, strlen(s));
+    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    fputs(d ? d : "\"\"", f);
+    free(d);
+    json_decref(j);
+}
+
+void cmd_json_err(FILE *f, const struct err *err)
+{
+    fprintf(f, "{\"code\": \"%s\", \"message\": ", err_str(err->code));
+    cmd_json_str(f, err->msg);
+    fputc('}', f);
+}
+
+void cmd_json_floats(FILE *f, const float *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, i ? ", %.7g" : "%.7g", (double)v[i]);
+    fputc(']', f);
+}
+
+const char *cmd_model_dir(const char *opt)
+{
+    if (opt && *opt)
+        return opt;
+    const char *e = getenv("IMGSEARCH_MODEL");
+    return e && *e ? e : NULL;
 }

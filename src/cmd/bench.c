@@ -1,0 +1,306 @@
+/* bench.c - `imgsearch bench`: speed figures as JSON lines.
+ *   embed       the image tower on random input
+ *   text        the text tower on realistic query lengths (5-12 tokens)
+ *   gemm        the machine's matrix product speed (fp32 and bf16)
+ *   preprocess  decode + preprocess of real files
+ *   index       decode + preprocess + embed of real files (no store)
+ *   ann         the vector index (see bench_ann.c)
+ * Benchmarks print figures, never verdicts.
+ */
+#include "cmd/cmd.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clip/linear.h"
+#include "pipe/pipe.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct bopts {
+    const char *model;
+    long batch;
+    double seconds;
+    enum pipe_precision prec;
+    int full_decode;
+    int nfiles;
+    char **files;
+};
+
+static int parse(const char *what, int argc, char **argv, struct bopts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"batch", required_argument, 0, 'b'},
+        {"seconds", required_argument, 0, 's'}, {"precision", required_argument, 0, 'p'},
+        {"full-decode", no_argument, 0, 'f'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    struct err err;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'f': o->full_decode = 1; break;
+        case 'b':
+            if (cmd_parse_int("bench", "--batch", optarg, 1, 1024, &o->batch))
+                return 2;
+            break;
+        case 's':
+            if (cmd_parse_double("bench", "--seconds", optarg, 0.01, 3600, &o->seconds))
+                return 2;
+            break;
+        case 'p':
+            if (pipe_parse_precision(optarg, &o->prec, &err))
+                return cmd_usage_error("bench", "%s", err.msg);
+            break;
+        case 'h':
+            printf("usage: imgsearch bench %s --model DIR [--batch N] [--precision P] "
+                   "[--seconds S] [FILE...]\n", what);
+            return -1;
+        default: return cmd_usage_error("bench", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    o->files = argv + optind;
+    o->nfiles = argc - optind;
+    return 0;
+}
+
+static const char *prec_name(enum pipe_precision p, const struct pipe *pp)
+{
+    (void)p;
+    return pipe_precision_name(pp);
+}
+
+static int bench_embed(struct bopts *o)
+{
+    struct pipe_opts po = {.prec = o->prec, .skip_text = 1};
+    struct pipe *p;
+    struct err err;
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("bench", "--model DIR is required");
+    if (pipe_open(&p, o->model, &po, &err))
+        return cmd_fail("bench", &err);
+    size_t px = 3 * (size_t)p->size * p->size * (size_t)o->batch;
+    float *in = malloc(sizeof(float) * px), *out = malloc(sizeof(float) * p->dim * (size_t)o->batch);
+    uint64_t s = 12345;
+    for (size_t i = 0; i < px; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        in[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
+    }
+    int rc = pipe_embed_pixels(p, in, (int)o->batch, out, 1, &err); /* warm-up */
+    int iters = 0;
+    double t0 = now(), t = t0;
+    while (!rc && (t - t0 < o->seconds || iters < 2)) {
+        rc = pipe_embed_pixels(p, in, (int)o->batch, out, 1, &err);
+        iters++;
+        t = now();
+    }
+    if (rc) {
+        rc = cmd_fail("bench", &err);
+    } else {
+        double per = (t - t0) / iters;
+        printf("{\"what\": \"image\", \"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
+               "\"ms_per_batch\": %.3f}\n",
+               o->batch, prec_name(o->prec, p), o->batch / per, per * 1e3);
+    }
+    free(in);
+    free(out);
+    pipe_free(p);
+    return rc;
+}
+
+static int bench_text(struct bopts *o)
+{
+    struct pipe_opts po = {.prec = o->prec};
+    struct pipe *p;
+    struct err err;
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("bench", "--model DIR is required");
+    if (pipe_open(&p, o->model, &po, &err))
+        return cmd_fail("bench", &err);
+    if (!clip_has_text(p->model)) {
+        pipe_free(p);
+        err_set(&err, ERR_NOT_FOUND, "%s has no text tower", o->model);
+        return cmd_fail("bench", &err);
+    }
+    int b = (int)o->batch, vocab = clip_vocab_size(p->model);
+    int32_t *ids = malloc(sizeof(int32_t) * 14 * (size_t)b);
+    const int32_t **rows = malloc(sizeof *rows * (size_t)b);
+    int *lens = malloc(sizeof(int) * (size_t)b);
+    float *out = malloc(sizeof(float) * p->dim * (size_t)b);
+    uint64_t s = 777;
+    for (int i = 0; i < b; i++) { /* 5..12 tokens: sot, 3..10 words, eot */
+        int32_t *r = ids + (size_t)i * 14;
+        int n = 5 + i % 8;
+        r[0] = vocab - 2;
+        for (int k = 1; k < n - 1; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            r[k] = (int32_t)(256 + (s >> 33) % (uint64_t)(vocab - 2 - 256));
+        }
+        r[n - 1] = vocab - 1;
+        rows[i] = r;
+        lens[i] = n;
+    }
+    int rc = clip_embed_ids(p->model, rows, lens, b, out, &err);
+    int iters = 0;
+    double t0 = now(), t = t0;
+    while (!rc && (t - t0 < o->seconds || iters < 2)) {
+        rc = clip_embed_ids(p->model, rows, lens, b, out, &err);
+        iters++;
+        t = now();
+    }
+    if (rc) {
+        rc = cmd_fail("bench", &err);
+    } else {
+        double per = (t - t0) / iters;
+        printf("{\"what\": \"text\", \"batch\": %d, \"precision\": \"%s\", \"texts_per_s\": %.2f, "
+               "\"ms_per_batch\": %.3f}\n",
+               b, prec_name(o->prec, p), b / per, per * 1e3);
+    }
+    free(ids);
+    free(rows);
+    free(lens);
+    free(out);
+    pipe_free(p);
+    return rc;
+}
+
+static int bench_gemm(struct bopts *o)
+{
+    const int m = 800, k = 768, n = 3072;
+    float *x = malloc(sizeof(float) * m * k), *y = malloc(sizeof(float) * m * n);
+    uint16_t *xbf = malloc(sizeof(uint16_t) * m * k);
+    for (int i = 0; i < m * k; i++)
+        x[i] = (float)(((size_t)i * 7919u) % 1000u) / 1000.0f - 0.5f;
+    int rc = 0;
+    for (int pi = 0; pi < 2 && !rc; pi++) {
+        float *w = malloc(sizeof(float) * (size_t)n * k);
+        for (int i = 0; i < n * k; i++)
+            w[i] = (float)(((size_t)i * 104729u) % 1000u) / 1000.0f - 0.5f;
+        struct clip_linear l;
+        struct err err;
+        enum clip_precision prec = pi ? CLIP_BF16 : CLIP_FP32;
+        if (clip_linear_init(&l, k, n, w, NULL, CLIP_ACT_NONE, 0, prec, &err)) {
+            rc = cmd_fail("bench", &err);
+            break;
+        }
+        clip_linear_forward(&l, x, m, y, xbf, &err);
+        int iters = 0;
+        double t0 = now(), t = t0;
+        while (t - t0 < o->seconds / 2 || iters < 3) {
+            clip_linear_forward(&l, x, m, y, xbf, &err);
+            iters++;
+            t = now();
+        }
+        double per = (t - t0) / iters;
+        printf("{\"what\": \"gemm\", \"m\": %d, \"k\": %d, \"n\": %d, \"precision\": \"%s\", "
+               "\"ms\": %.3f, \"gflops\": %.1f}\n",
+               m, k, n, pi ? "bf16" : "fp32", per * 1e3, 2.0 * m * k * n / per * 1e-9);
+        clip_linear_free(&l);
+    }
+    free(x);
+    free(y);
+    free(xbf);
+    return rc;
+}
+
+/* decode + preprocess (and embed when embed = 1) of the files, repeated
+ * until seconds have passed. */
+static int bench_files(struct bopts *o, int embed)
+{
+    if (o->nfiles == 0)
+        return cmd_usage_error("bench", "give image files to read");
+    struct pipe_opts po = {.prec = o->prec, .skip_text = 1, .full_decode = o->full_decode};
+    struct pipe *p;
+    struct err err;
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("bench", "--model DIR is required");
+    if (pipe_open(&p, o->model, &po, &err))
+        return cmd_fail("bench", &err);
+    const size_t px = 3 * (size_t)p->size * p->size;
+    int b = (int)o->batch;
+    float *pixels = malloc(sizeof(float) * px * (size_t)b), *out = malloc(sizeof(float) * p->dim * (size_t)b);
+    long done = 0;
+    int rc = 0, nb = 0;
+    double t0 = now(), t = t0;
+    for (long i = 0; !rc && (t - t0 < o->seconds || i < o->nfiles); i++) {
+        if ((rc = pipe_prepare_file(p, o->files[i % o->nfiles], pixels + (size_t)nb * px, &err)))
+            break;
+        nb++;
+        if (nb == b || !embed) {
+            if (embed && (rc = pipe_embed_pixels(p, pixels, nb, out, 0, &err)))
+                break;
+            done += nb;
+            nb = 0;
+        }
+        t = now();
+    }
+    if (!rc && nb && embed)
+        rc = pipe_embed_pixels(p, pixels, nb, out, 0, &err);
+    done += nb;
+    t = now();
+    if (rc)
+        rc = cmd_fail("bench", &err);
+    else if (embed)
+        printf("{\"what\": \"index\", \"images\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f}\n",
+               done, pipe_precision_name(p), done / (t - t0));
+    else
+        printf("{\"what\": \"preprocess\", \"images\": %ld, \"dct_scaling\": %s, \"images_per_s\": %.2f}\n",
+               done, o->full_decode ? "false" : "true", done / (t - t0));
+    free(pixels);
+    free(out);
+    pipe_free(p);
+    return rc;
+}
+
+int cmd_bench_ann(int argc, char **argv) __attribute__((weak));
+
+static int run(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: imgsearch bench embed|text|gemm|preprocess|index|ann [options]\n"
+                "  embed --model DIR [--batch N] [--precision P] [--seconds S]\n"
+                "  text  --model DIR [--batch N] [--precision P] [--seconds S]\n"
+                "  gemm  [--seconds S]\n"
+                "  preprocess --model DIR [--full-decode] FILE...\n"
+                "  index --model DIR [--batch N] [--precision P] FILE...\n"
+                "  ann --base F --queries F --truth F --dim D [...] (see bench ann --help)\n");
+        return argc < 2 ? 2 : 0;
+    }
+    const char *what = argv[1];
+    if (!strcmp(what, "ann")) {
+        if (!cmd_bench_ann)
+            return cmd_usage_error("bench", "this build has no vector index");
+        return cmd_bench_ann(argc - 1, argv + 1);
+    }
+    struct bopts o = {.batch = 1, .seconds = 3.0};
+    int rc = parse(what, argc - 1, argv + 1, &o);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (!strcmp(what, "embed"))
+        return bench_embed(&o);
+    if (!strcmp(what, "text"))
+        return bench_text(&o);
+    if (!strcmp(what, "gemm"))
+        return bench_gemm(&o);
+    if (!strcmp(what, "preprocess"))
+        return bench_files(&o, 0);
+    if (!strcmp(what, "index")) {
+        if (o.batch == 1)
+            o.batch = 16;
+        return bench_files(&o, 1);
+    }
+    return cmd_usage_error("bench", "unknown benchmark '%s'", what);
+}
+
+const struct cmd cmd_bench = {"bench", "benchmarks: embed, text, gemm, preprocess, index, ann", run};

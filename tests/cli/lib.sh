@@ -1,0 +1,40 @@
+# lib.sh - a tiny harness for CLI tests: each `t_*` call is one case.
+# Sourced by tests/cli/test_*.sh; prints "N passed, N failed" at the end.
+set -u
+BIN=${IMGSEARCH_BIN:?IMGSEARCH_BIN must point at the imgsearch binary}
+FIX=${IMGSEARCH_FIXTURES:-tests/fixtures}
+MODEL=$FIX/tiny-clip
+T_PASS=0
+T_FAIL=0
+T_TMP=$(mktemp -d)
+trap 'rm -rf "$T_TMP"' EXIT
+OUT=$T_TMP/out
+ERR=$T_TMP/err
+
+ok() { T_PASS=$((T_PASS + 1)); }
+bad() { T_FAIL=$((T_FAIL + 1)); echo "FAIL ${BASH_SOURCE[2]}:${BASH_LINENO[1]}: $*"; }
+
+# t_run WANT_RC CMD...: runs CMD (stdout -> $OUT, stderr -> $ERR), checks rc
+t_run() {
+  local want=$1; shift
+  "$@" >"$OUT" 2>"$ERR"
+  local rc=$?
+  if [ "$rc" -eq "$want" ]; then ok; else
+    bad "'$*' exited $rc, wanted $want; stderr: $(head -c 400 "$ERR")"; fi
+}
+# t_grep FILE PATTERN: FILE contains the extended regex PATTERN
+t_grep() {
+  if grep -Eq -- "$2" "$1"; then ok; else bad "$(basename "$1") lacks /$2/: $(head -c 300 "$1")"; fi
+}
+t_nogrep() {
+  if grep -Eq -- "$2" "$1"; then bad "$(basename "$1") has /$2/"; else ok; fi
+}
+# t_lines FILE N: FILE has N lines
+t_lines() {
+  local n; n=$(wc -l <"$1")
+  if [ "$n" -eq "$2" ]; then ok; else bad "$(basename "$1") has $n lines, wanted $2"; fi
+}
+t_done() {
+  echo "$(basename "$0"): $T_PASS passed, $T_FAIL failed"
+  [ "$T_FAIL" -eq 0 ]
+}
