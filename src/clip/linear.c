@@ -16,6 +16,7 @@
  */
 #include "clip/linear.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
@@ -296,5 +297,10 @@ size_t clip_linear_bytes(const struct clip_linear *l)
 int clip_cpu_has_bf16(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+    if (__builtin_cpu_supports("avx512bf16"))
+        return 1;
+    /* AMX-BF16 is CPUID.(EAX=7,ECX=0):EDX bit 22 (not every compiler's
+     * __builtin_cpu_supports knows it) */
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1u);
 }
