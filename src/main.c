@@ -6,6 +6,10 @@
 
 static const struct cmd *const commands[] = {
     &cmd_embed,
+    &cmd_model,
+    &cmd_bench,
+    &cmd_classify,
+    &cmd_tokenize,
 };
 
 static void usage(FILE *f)

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "util/fsutil.h"
@@ -559,6 +560,11 @@ int clip_model_load(struct clip_model **out, const char *path,
     if (!m->has_text) { /* the token table pointer would dangle otherwise */
         st_close(m->st);
         m->st = NULL;
+    } else if (m->st->mapped) {
+        /* every weight now lives converted and packed; drop the file pages
+         * we touched so they do not count twice (token rows fault back in
+         * from the page cache when used) */
+        madvise((void *)m->st->map, m->st->size, MADV_DONTNEED);
     }
     json_decref(cfg);
     *out = m;

@@ -74,6 +74,21 @@ static int parse(const char *what, int argc, char **argv, struct bopts *o)
     return 0;
 }
 
+/* Resident set size of this process in MB, from /proc/self/status. */
+static double rss_mb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':')
+            kb = strtod(line + n + 1, NULL);
+    if (f)
+        fclose(f);
+    return kb / 1024.0;
+}
+
 static const char *prec_name(enum pipe_precision p, const struct pipe *pp)
 {
     (void)p;
@@ -89,6 +104,8 @@ static int bench_embed(struct bopts *o)
         return cmd_usage_error("bench", "--model DIR is required");
     if (pipe_open(&p, o->model, &po, &err))
         return cmd_fail("bench", &err);
+    /* the model's share: resident size after loading, before activations */
+    const double model_rss = rss_mb("VmRSS");
     size_t px = 3 * (size_t)p->size * p->size * (size_t)o->batch;
     float *in = malloc(sizeof(float) * px), *out = malloc(sizeof(float) * p->dim * (size_t)o->batch);
     uint64_t s = 12345;
@@ -109,8 +126,9 @@ static int bench_embed(struct bopts *o)
     } else {
         double per = (t - t0) / iters;
         printf("{\"what\": \"image\", \"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
-               "\"ms_per_batch\": %.3f}\n",
-               o->batch, prec_name(o->prec, p), o->batch / per, per * 1e3);
+               "\"ms_per_batch\": %.3f, \"rss_mb\": %.0f, \"model_mb\": %.0f}\n",
+               o->batch, prec_name(o->prec, p), o->batch / per, per * 1e3, rss_mb("VmRSS"),
+               model_rss);
     }
     free(in);
     free(out);

@@ -20,6 +20,10 @@ struct cmd {
 };
 
 extern const struct cmd cmd_embed;
+extern const struct cmd cmd_model;
+extern const struct cmd cmd_bench;
+extern const struct cmd cmd_tokenize;
+extern const struct cmd cmd_classify;
 
 /* Prints "imgsearch CMD: message" on stderr and returns the exit code of
  * the error (2 for bad input). */
@@ -35,5 +39,17 @@ int cmd_parse_int(const char *cmd, const char *opt, const char *s, long lo,
                   long hi, long *out);
 int cmd_parse_double(const char *cmd, const char *opt, const char *s,
                      double lo, double hi, double *out);
+
+/* Writes s as a JSON string literal (quotes, escapes) to f. */
+void cmd_json_str(FILE *f, const char *s);
+
+/* Writes {"code": "...", "message": "..."} for err to f. */
+void cmd_json_err(FILE *f, const struct err *err);
+
+/* Writes "[v0, v1, ...]" with 7 significant digits. */
+void cmd_json_floats(FILE *f, const float *v, int n);
+
+/* The model folder: the option value, else $IMGSEARCH_MODEL, else NULL. */
+const char *cmd_model_dir(const char *opt);
 
 #endif

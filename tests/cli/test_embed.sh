@@ -39,7 +39,7 @@ t_run 2 "$BIN" embed "$MODEL/images/fruits.jpg"
 t_grep "$ERR" 'model DIR is required'
 t_run 2 "$BIN" embed --model "$MODEL" --precision fp64 x.jpg
 t_run 2 "$BIN" nosuchcommand
-for c in embed model bench; do
+for c in embed model bench classify tokenize; do
   t_run 0 "$BIN" "$c" --help
   t_grep "$OUT" "usage: imgsearch $c"
 done
@@ -75,5 +75,15 @@ t_grep "$OUT" '"labels": \[\{"label": "[abc]", "prob": [0-9.e-]+, "logit": [-0-9
 t_run 2 "$BIN" classify --model "$MODEL" --labels "only" "$MODEL/images/fruits.jpg"
 t_run 2 "$BIN" classify --model "$MODEL" --labels "a,b" "$FIX/bad/text.jpg"
 t_grep "$OUT" '"error": \{"code": "unsupported_format"'
+
+# tokenize: the fixture's first text, invalid UTF-8 is an error line, exit 2
+t_run 0 "$BIN" tokenize --model "$MODEL" "a photo of a dog"
+t_grep "$OUT" '^\{"text": "a photo of a dog", "ids": \[49406, 320, 1125, 539, 320, 1929, 49407\]\}$'
+t_run 2 "$BIN" tokenize --model "$MODEL" "fine" "$(printf 'bad \xff byte')"
+t_lines "$OUT" 2
+t_grep "$OUT" '"text": "bad \\ufffd byte", "error": \{"code": "invalid_utf8"'
+t_grep "$ERR" 'byte 4'
+t_run 0 "$BIN" tokenize --model "$MODEL" --context 5 "one two three four five six"
+t_grep "$OUT" '"ids": \[49406, [0-9]+, [0-9]+, [0-9]+, 49407\]'
 
 t_done
