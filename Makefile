@@ -46,6 +46,13 @@ REPLAY_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/fuzz/replay_%)
 
 BIN := $(B)/imgsearch
 
+# quiet unless V=1
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
 .PHONY: all debug asan check test bench fuzz-smoke clean demo tests
 all: $(BIN)
 ifeq ($(BUILD),release)
@@ -61,20 +68,24 @@ asan:
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/libimgsearch.a: $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BIN): $(MAIN_OBJ) $(B)/libimgsearch.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/tests/test_main.o $(B)/libimgsearch.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/fuzz/replay_%: $(B)/fuzz/%.o $(B)/fuzz/replay.o $(B)/libimgsearch.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 tests: $(BIN) $(TEST_BINS) $(REPLAY_BINS)
 
@@ -111,3 +122,8 @@ clean:
 	rm -rf build imgsearch
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# Clustered vectors with exact truth for `imgsearch bench ann` (bench/ann.sh).
+$(B)/bench/gen_vectors: bench/gen_vectors.c $(B)/libimgsearch.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
