@@ -106,9 +106,14 @@ F := build/fuzz
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(F)/%.o)
 $(F)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) -c $< -o $@
-$(F)/fuzz_%: $(F)/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  CC(fuzz) $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) -c $< -o $@
+$(F)/libimgsearch.a: $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+$(F)/fuzz_%: $(F)/fuzz/fuzz_%.o $(F)/libimgsearch.a
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LIBS)
 
 fuzz-smoke: $(FUZZ_SRCS:fuzz/%.c=$(F)/%)
 	@set -e; for t in $^; do n=$$(basename $$t); \
@@ -120,6 +125,9 @@ fuzz-smoke: $(FUZZ_SRCS:fuzz/%.c=$(F)/%)
 
 clean:
 	rm -rf build imgsearch
+
+# objects are never intermediate files to delete
+.SECONDARY:
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "clip/linear.h"
+#include "cmd/bench_ann.h"
 #include "pipe/pipe.h"
 
 static double now(void)
@@ -280,8 +281,6 @@ static int bench_files(struct bopts *o, int embed)
     return rc;
 }
 
-int cmd_bench_ann(int argc, char **argv) __attribute__((weak));
-
 static int run(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -297,8 +296,6 @@ static int run(int argc, char **argv)
     }
     const char *what = argv[1];
     if (!strcmp(what, "ann")) {
-        if (!cmd_bench_ann)
-            return cmd_usage_error("bench", "this build has no vector index");
         return cmd_bench_ann(argc - 1, argv + 1);
     }
     struct bopts o = {.batch = 1, .seconds = 3.0};

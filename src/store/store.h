@@ -1,0 +1,221 @@
+/* store.h - the embedded store: items, embeddings and metadata in SQLite,
+ * searched through an HNSW index kept in a file next to the database.
+ *
+ * An item has a user id, a source (path or URL), the file's sha256, size
+ * and mtime (for incremental indexing), a metadata JSON object, and a
+ * float32 embedding of the store's dimension made by the store's model
+ * (NULL while the item waits for it). The store knows nothing about how
+ * embeddings are made.
+ *
+ * The database is the source of truth. The index (PATH.hnsw) is loaded on
+ * the first search (not on open: listing a store does not read it); a
+ * missing, corrupt, foreign or stale index file is rebuilt or caught up
+ * from the database's changes log, which SQLite triggers fill on every
+ * change of an embedding, so even changes made with the sqlite3 shell are
+ * seen. store_close (and store_index_sync) write the index file back when
+ * it changed.
+ *
+ * Threads: one struct store may be shared by threads. It holds two SQLite
+ * connections, one for writes and one for reads, each behind a mutex, and
+ * a rwlock around the in-memory index: searches from many threads run
+ * together and see committed data; writes go one at a time. A batch
+ * (store_begin .. store_commit) belongs to the thread that began it: its
+ * reads see its own uncommitted writes, other threads see none of them,
+ * and only one thread may run a batch at a time (others' writes would
+ * join it). Searches see a batch's items once it commits. Several
+ * processes may open one store (SQLite WAL); each catches its index up
+ * from the changes log before searching.
+ */
+#ifndef IMGSEARCH_STORE_H
+#define IMGSEARCH_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+#define STORE_ID_MAX 1024         /* bytes in an item id */
+#define STORE_SOURCE_MAX 4096     /* bytes in a source */
+#define STORE_METADATA_MAX 65536  /* bytes of metadata JSON */
+#define STORE_MODEL_MAX 256       /* bytes in a model id */
+#define STORE_DIM_MAX 16384       /* embedding dimension */
+#define STORE_K_MAX 10000         /* k + offset of one search */
+#define STORE_FILTERS_MAX 16      /* filters of one search */
+#define STORE_SCHEMA_VERSION 1
+
+struct store;
+
+struct store_options {
+    const char *model; /* model id; required to create, checked on open (NULL: any) */
+    int dim;           /* embedding dimension; required to create, checked (0: any) */
+    int create;        /* create the database when it does not exist */
+    int hnsw_m;        /* index M (0: 16) */
+    int ef_construction; /* (0: 64) */
+    int ef_search;     /* default search width (0: 100) */
+};
+
+/* Opens (or creates) the store at path. A store made with another model id
+ * or dimension is ERR_MODEL_MISMATCH, naming both (store_reset_embeddings
+ * switches models). A database from a newer imgsearch is ERR_UNSUPPORTED_FORMAT;
+ * a file that is not a store is ERR_CORRUPT; a missing one without
+ * o->create is ERR_NOT_FOUND. */
+int store_open(struct store **out, const char *path, const struct store_options *o,
+               struct err *err);
+
+/* Writes the index file if it changed, then frees st (NULL: no-op). Returns
+ * the error of that write; st is freed either way. */
+int store_close(struct store *st, struct err *err);
+
+/* Loads (or rebuilds) the index, catches it up, and writes the index file
+ * if it changed: what an indexer calls when it is done. */
+int store_index_sync(struct store *st, struct err *err);
+
+/* Clears every embedding and makes (model, dim) the store's model, for a
+ * reindex with another model. Deletes the index file. */
+int store_reset_embeddings(struct store *st, const char *model, int dim, struct err *err);
+
+/* The model id and dimension (owned by st). */
+const char *store_model(const struct store *st);
+int store_dim(const struct store *st);
+
+struct store_item {
+    int64_t seq;         /* store's sequence number (the index label); 0 unknown */
+    char *id;            /* user id, required, 1..STORE_ID_MAX bytes */
+    char *source;        /* path or URL, or NULL */
+    char *sha256;        /* hex digest of the source's bytes, or NULL */
+    int64_t size;        /* bytes, -1 unknown */
+    int64_t mtime;       /* seconds since the epoch, -1 unknown */
+    char *metadata;      /* JSON object; NULL on put means "{}" */
+    float *embedding;    /* dim floats, or NULL (waiting) */
+    char *model;         /* model of the embedding (read only), or NULL */
+    int64_t created_at;  /* seconds since the epoch (read only) */
+    int64_t updated_at;  /* seconds since the epoch (read only) */
+    int has_embedding;   /* read only: 1 when an embedding is stored */
+};
+
+/* Frees the strings and embedding of an item filled by the store and zeroes
+ * it; the struct itself is the caller's. */
+void store_item_clear(struct store_item *it);
+/* Clears n items and frees the array (from store_list / store_waiting). */
+void store_items_free(struct store_item *items, size_t n);
+
+/* Inserts it, or replaces the item with the same id (keeping its seq and
+ * created_at). With it->embedding the embedding is set (made by the store's
+ * model); without, a new item waits for one and a replaced item keeps its
+ * embedding only if its sha256 is unchanged and not NULL. *is_new (may be
+ * NULL) gets 1 for an insert. Bad ids, sizes or metadata (not a JSON
+ * object) are ERR_INVALID_ARGUMENT, a zero or non-finite embedding too. */
+int store_put(struct store *st, const struct store_item *it, int *is_new,
+              struct err *err);
+
+/* Sets the embedding (dim floats) of item id; ERR_NOT_FOUND if absent. */
+int store_put_embedding(struct store *st, const char *id, const float *v,
+                        struct err *err);
+
+/* Fills out (with the embedding) for item id; ERR_NOT_FOUND if absent. */
+int store_get(struct store *st, const char *id, struct store_item *out,
+              struct err *err);
+
+/* Deletes item id; ERR_NOT_FOUND if absent. */
+int store_delete(struct store *st, const char *id, struct err *err);
+
+/* Items with seq > after, in seq order, at most limit (1..10000), without
+ * embeddings (has_embedding says). *items is malloc'd (store_items_free);
+ * *next gets the seq to pass as `after` for the next page, or 0 when this
+ * page is the last. */
+int store_list(struct store *st, int64_t after, int limit, struct store_item **items,
+               size_t *n, int64_t *next, struct err *err);
+
+/* Same as store_list, for the items that wait for an embedding. */
+int store_waiting(struct store *st, int64_t after, int limit, struct store_item **items,
+                  size_t *n, int64_t *next, struct err *err);
+
+int store_count(struct store *st, int64_t *n, struct err *err);
+/* Items without an embedding. */
+int store_count_waiting(struct store *st, int64_t *n, struct err *err);
+
+/* The item whose source is `source` (the oldest if several), without its
+ * embedding: an indexer compares size, mtime and sha256 to skip unchanged
+ * files. ERR_NOT_FOUND if none. */
+int store_find_source(struct store *st, const char *source, struct store_item *out,
+                      struct err *err);
+
+/* key=value equality on a top-level metadata field: a JSON string equal to
+ * value, a number equal to value read as a number ("3" matches 3 and 3.0),
+ * or true/false/null spelled as value. Several filters are ANDed. */
+struct store_filter {
+    const char *key;   /* top-level field name */
+    const char *value; /* as text */
+};
+
+struct store_query {
+    const float *vec;  /* dim floats; need not be normalised */
+    int k;             /* hits wanted, 1.. */
+    int offset;        /* hits to skip (paging); k + offset <= STORE_K_MAX */
+    float min_score;   /* drop hits below this cosine (-1: none) */
+    const struct store_filter *filters; /* n_filters filters, or NULL */
+    int n_filters;     /* 0..STORE_FILTERS_MAX */
+    int ef;            /* search width, 0: the store's default */
+};
+
+struct store_hit {
+    int64_t seq;    /* item seq */
+    char *id;       /* user id */
+    float score;    /* cosine similarity */
+    char *source;   /* or NULL */
+    char *metadata; /* JSON object text */
+};
+
+/* Best matches first. With filters the result still has k hits whenever k
+ * matching items exist (the index falls back to an exact scan over the
+ * matching items when the filter is selective). *hits is malloc'd
+ * (store_hits_free). */
+int store_search(struct store *st, const struct store_query *q, struct store_hit **hits,
+                 size_t *n, struct err *err);
+void store_hits_free(struct store_hit *hits, size_t n);
+
+struct store_dup_member {
+    char *id;     /* user id */
+    char *source; /* or NULL */
+    float score;  /* best cosine to another member of the group */
+};
+
+struct store_dup_group {
+    size_t n;                         /* members, >= 2 */
+    struct store_dup_member *members; /* sorted by id */
+    float max_score;                  /* best pair score in the group */
+};
+
+/* Groups of near-duplicates: the connected components of the pairs with
+ * cosine >= threshold, the pairs found through the index (each item's
+ * nearest neighbours). Groups come largest first. Costs one index search
+ * per item. */
+int store_duplicates(struct store *st, float threshold, struct store_dup_group **groups,
+                     size_t *n, struct err *err);
+void store_dup_groups_free(struct store_dup_group *g, size_t n);
+
+/* A write transaction (BEGIN IMMEDIATE) for a batch of puts; commit makes
+ * them visible to searches. Nested begin is ERR_CONFLICT. */
+int store_begin(struct store *st, struct err *err);
+int store_commit(struct store *st, struct err *err);
+int store_rollback(struct store *st, struct err *err);
+
+enum store_index_origin {
+    STORE_INDEX_NOT_LOADED = 0, /* no search yet */
+    STORE_INDEX_FILE = 1,       /* loaded from PATH.hnsw (then caught up) */
+    STORE_INDEX_REBUILT = 2,    /* built from the database */
+};
+
+struct store_index_info {
+    enum store_index_origin origin; /* where the in-memory index came from */
+    char reason[256];   /* why it was rebuilt ("" otherwise) */
+    int64_t caught_up;  /* changes applied after loading the file */
+    size_t items;       /* live items in the index */
+    size_t tombstones;  /* deleted nodes not yet compacted */
+    int64_t covered;    /* last change (changes log seq) the index covers */
+};
+
+/* What the index is doing, for tests and `imgsearch info`. */
+void store_index_info(struct store *st, struct store_index_info *out);
+
+#endif

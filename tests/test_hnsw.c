@@ -1,0 +1,509 @@
+/* test_hnsw.c - the HNSW index: recall against brute force, the graph
+ * validator, tombstones and compaction, filters, save/load, corrupt files. */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "store/hnsw.h"
+#include "store/vec.h"
+#include "test.h"
+
+#define N 5000
+#define D 64
+#define NQ 200
+
+static uint64_t rs = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return rs;
+}
+static double gauss(void)
+{
+    double u = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0;
+    double v = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0;
+    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* n clustered vectors: 50 centres, points = centre + 0.5 * gaussian noise. */
+static float *clustered(size_t n, size_t d, uint64_t seed)
+{
+    rs = seed;
+    float *c = malloc(50 * d * sizeof *c), *v = malloc(n * d * sizeof *v);
+    if (!c || !v) {
+        free(c);
+        free(v);
+        return NULL;
+    }
+    for (size_t i = 0; i < 50 * d; i++)
+        c[i] = (float)gauss();
+    for (size_t i = 0; i < n; i++) {
+        size_t j = rnd() % 50;
+        for (size_t k = 0; k < d; k++)
+            v[i * d + k] = c[j * d + k] + (float)(0.5 * gauss());
+        vec_normalize(v + i * d, d);
+    }
+    free(c);
+    return v;
+}
+
+static struct hnsw *build(const float *v, size_t n, int quant, double maxdel)
+{
+    struct hnsw_params p;
+    hnsw_params_default(&p);
+    p.quantize = quant;
+    p.max_deleted_fraction = maxdel;
+    struct hnsw *h = NULL;
+    struct err e;
+    if (hnsw_new(&h, D, &p, &e))
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (hnsw_insert(h, (int64_t)i * 3 + 1, v + i * D, &e)) {
+            hnsw_free(h);
+            return NULL;
+        }
+    return h;
+}
+
+/* label of row i is 3i+1 (not the row: labels are the caller's ids). */
+static int64_t lab(size_t i) { return (int64_t)i * 3 + 1; }
+
+struct filt {
+    int mod;       /* accept labels with (label / 3) % mod == rem */
+    int rem;
+    const uint8_t *dead; /* rows deleted, or NULL */
+};
+
+static int accept_fn(int64_t label, void *ctx)
+{
+    const struct filt *f = ctx;
+    return ((label - 1) / 3) % f->mod == f->rem;
+}
+
+/* Exact top-k (reference scores) over accepted, live rows. */
+static size_t brute(const float *v, size_t n, const float *q, size_t k, const uint8_t *dead,
+                    const struct filt *f, int64_t *out)
+{
+    struct vec_hit *items = malloc(k * sizeof *items);
+    struct vec_heap hp = {items, 0, k};
+    float qn[D];
+    memcpy(qn, q, sizeof qn);
+    vec_normalize(qn, D);
+    for (size_t i = 0; i < n; i++) {
+        if ((dead && dead[i]) || (f && !accept_fn(lab(i), (void *)f)))
+            continue;
+        vec_heap_push(&hp, (int64_t)i, vec_dot_ref(qn, v + i * D, D));
+    }
+    vec_heap_sort(&hp);
+    for (size_t i = 0; i < hp.n; i++)
+        out[i] = lab((size_t)items[i].row);
+    size_t got = hp.n;
+    free(items);
+    return got;
+}
+
+static double recall(const struct hnsw *h, const float *v, size_t n, const float *qs,
+                     const uint8_t *dead, int ef)
+{
+    size_t found = 0, total = 0;
+    for (size_t q = 0; q < NQ; q++) {
+        struct hnsw_hit hits[10];
+        int64_t truth[10];
+        size_t nh = 0, nt = brute(v, n, qs + q * D, 10, dead, NULL, truth);
+        struct err e;
+        if (hnsw_search(h, qs + q * D, 10, ef, NULL, NULL, hits, &nh, &e))
+            return -1;
+        for (size_t i = 0; i < nh; i++)
+            for (size_t j = 0; j < nt; j++)
+                found += hits[i].label == truth[j];
+        total += nt;
+    }
+    return (double)found / (double)total;
+}
+
+TEST(recall_float_and_int8)
+{
+    float *v = clustered(N, D, 1), *qs = clustered(NQ, D, 1);
+    REQUIRE(v && qs);
+    /* queries: same centres (same seed), fresh noise */
+    rs = 77;
+    for (size_t i = 0; i < NQ * D; i++)
+        qs[i] += (float)(0.05 * gauss());
+    for (int quant = 0; quant <= 1; quant++) {
+        struct hnsw *h = build(v, N, quant, 0.2);
+        REQUIRE(h);
+        struct err e;
+        CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+        CHECK_INT_EQ(hnsw_count(h), N);
+        double r = recall(h, v, N, qs, NULL, 64);
+        CHECKF(r >= 0.95, "quantize=%d recall@10 %.4f", quant, r);
+        double r1 = recall(h, v, N, qs, NULL, 10);
+        CHECKF(r1 <= r + 1e-9, "ef=10 recall %.4f above ef=64 %.4f", r1, r);
+        /* scores are exact cosines, best first */
+        struct hnsw_hit hits[10];
+        size_t nh;
+        REQUIRE(hnsw_search(h, qs, 10, 64, NULL, NULL, hits, &nh, &e) == 0 && nh == 10);
+        float qn[D];
+        memcpy(qn, qs, sizeof qn);
+        vec_normalize(qn, D);
+        for (size_t i = 0; i < nh; i++) {
+            size_t row = (size_t)(hits[i].label - 1) / 3;
+            CHECK(fabsf(hits[i].score - vec_dot_ref(qn, v + row * D, D)) < 1e-5f);
+            if (i)
+                CHECK(hits[i].score <= hits[i - 1].score);
+        }
+        hnsw_free(h);
+    }
+    free(v);
+    free(qs);
+}
+
+TEST(deletes_never_returned)
+{
+    float *v = clustered(N, D, 2);
+    REQUIRE(v);
+    struct hnsw *h = build(v, N, 1, 0.9); /* no compaction here */
+    REQUIRE(h);
+    uint8_t *dead = calloc(N, 1);
+    for (size_t i = 0; i < N; i += 7) {
+        CHECK_INT_EQ(hnsw_delete(h, lab(i)), 0);
+        dead[i] = 1;
+    }
+    CHECK_INT_EQ(hnsw_delete(h, lab(0)), -ERR_NOT_FOUND);
+    CHECK_INT_EQ(hnsw_delete(h, 2), -ERR_NOT_FOUND);
+    CHECK_INT_EQ(hnsw_count(h), N - (N + 6) / 7);
+    CHECK_INT_EQ(hnsw_deleted(h), (N + 6) / 7);
+    CHECK(!hnsw_contains(h, lab(7)) && hnsw_contains(h, lab(8)));
+    struct err e;
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    size_t bad = 0;
+    for (size_t q = 0; q < N; q += 25) { /* query with the deleted vectors themselves */
+        struct hnsw_hit hits[10];
+        size_t nh;
+        REQUIRE(hnsw_search(h, v + q * D, 10, 40, NULL, NULL, hits, &nh, &e) == 0);
+        CHECK_INT_EQ(nh, 10);
+        for (size_t i = 0; i < nh; i++)
+            bad += dead[(hits[i].label - 1) / 3];
+    }
+    CHECK_INT_EQ(bad, 0);
+    double r = recall(h, v, N, v + 13 * D, dead, 64);
+    CHECKF(r >= 0.95, "recall with tombstones %.4f", r);
+    /* Compaction removes them and keeps the results. */
+    CHECK_INT_EQ(hnsw_compact(h, &e), 0);
+    CHECK_INT_EQ(hnsw_deleted(h), 0);
+    CHECK_INT_EQ(hnsw_nodes(h), N - (N + 6) / 7);
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    double r2 = recall(h, v, N, v + 13 * D, dead, 64);
+    CHECKF(r2 >= 0.95, "recall after compaction %.4f", r2);
+    /* A re-inserted label comes back; replacing keeps one live copy. */
+    CHECK_INT_EQ(hnsw_insert(h, lab(7), v + 7 * D, &e), 0);
+    CHECK_INT_EQ(hnsw_insert(h, lab(8), v + 9 * D, &e), 0);
+    CHECK_INT_EQ(hnsw_count(h), N - (N + 6) / 7 + 1);
+    float got[D];
+    CHECK_INT_EQ(hnsw_get(h, lab(8), got), 0);
+    CHECK(fabsf(got[5] - v[9 * D + 5]) < 1e-6f);
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    free(dead);
+    hnsw_free(h);
+    free(v);
+}
+
+TEST(auto_compaction_and_delete_all)
+{
+    float *v = clustered(1000, D, 3);
+    REQUIRE(v);
+    struct hnsw *h = build(v, 1000, 1, 0.1);
+    REQUIRE(h);
+    struct err e;
+    for (size_t i = 0; i < 150; i++)
+        REQUIRE(hnsw_delete(h, lab(i)) == 0);
+    /* 101 tombstones crossed 10% of 1000: compacted then, 49 since. */
+    CHECK_INT_EQ(hnsw_deleted(h), 49);
+    CHECK_INT_EQ(hnsw_nodes(h), 899 + 0);
+    CHECK_INT_EQ(hnsw_count(h), 850);
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    for (size_t i = 150; i < 1000; i++)
+        REQUIRE(hnsw_delete(h, lab(i)) == 0);
+    CHECK_INT_EQ(hnsw_count(h), 0);
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    struct hnsw_hit hits[5];
+    size_t nh = 9;
+    CHECK_INT_EQ(hnsw_search(h, v, 5, 0, NULL, NULL, hits, &nh, &e), 0);
+    CHECK_INT_EQ(nh, 0);
+    CHECK_INT_EQ(hnsw_insert(h, 42, v + D, &e), 0);
+    CHECK_INT_EQ(hnsw_search(h, v, 5, 0, NULL, NULL, hits, &nh, &e), 0);
+    CHECK(nh == 1 && hits[0].label == 42);
+    CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    hnsw_free(h);
+    free(v);
+}
+
+TEST(filter_returns_k)
+{
+    float *v = clustered(N, D, 4);
+    REQUIRE(v);
+    struct hnsw *h = build(v, N, 1, 0.2);
+    REQUIRE(h);
+    struct err e;
+    int mods[] = {2, 10, 100, 1250};
+    for (size_t t = 0; t < sizeof mods / sizeof mods[0]; t++) {
+        struct filt f = {mods[t], 1, NULL};
+        size_t accepted = (N - 1 + mods[t] - 1) / mods[t];
+        size_t found = 0, total = 0;
+        for (size_t q = 0; q < 50; q++) {
+            struct hnsw_hit hits[10];
+            int64_t truth[10];
+            size_t nh;
+            REQUIRE(hnsw_search(h, v + q * 97 * D, 10, 40, accept_fn, &f, hits, &nh, &e) == 0);
+            size_t want = accepted < 10 ? accepted : 10;
+            CHECKF(nh == want, "1/%d accepted: %zu results, want %zu", mods[t], nh, want);
+            size_t nt = brute(v, N, v + q * 97 * D, 10, NULL, &f, truth);
+            for (size_t i = 0; i < nh; i++) {
+                CHECK(accept_fn(hits[i].label, &f));
+                for (size_t j = 0; j < nt; j++)
+                    found += hits[i].label == truth[j];
+            }
+            total += nt;
+        }
+        CHECKF((double)found / (double)total >= 0.95, "1/%d: filtered recall %.3f", mods[t],
+               (double)found / (double)total);
+    }
+    hnsw_free(h);
+    free(v);
+}
+
+static char *tmp_path(const char *name)
+{
+    static char buf[256];
+    snprintf(buf, sizeof buf, "/tmp/test_hnsw.%d.%s", (int)getpid(), name);
+    return buf;
+}
+
+static int same_results(const struct hnsw *a, const struct hnsw *b, const float *qs, size_t nq)
+{
+    struct err e;
+    for (size_t q = 0; q < nq; q++) {
+        struct hnsw_hit x[10], y[10];
+        size_t nx, ny;
+        if (hnsw_search(a, qs + q * D, 10, 50, NULL, NULL, x, &nx, &e) ||
+            hnsw_search(b, qs + q * D, 10, 50, NULL, NULL, y, &ny, &e) || nx != ny)
+            return 0;
+        for (size_t i = 0; i < nx; i++)
+            if (x[i].label != y[i].label || x[i].score != y[i].score)
+                return 0;
+    }
+    return 1;
+}
+
+TEST(save_load_round_trip)
+{
+    float *v = clustered(2000, D, 5);
+    REQUIRE(v);
+    struct hnsw *h = build(v, 2000, 1, 0.5);
+    REQUIRE(h);
+    for (size_t i = 0; i < 2000; i += 11)
+        hnsw_delete(h, lab(i));
+    hnsw_set_covered(h, 123456789012345ll);
+    hnsw_set_tag(h, 0xfeedfacecafebeefull);
+    struct err e;
+    const char *p = tmp_path("rt");
+    REQUIRE(hnsw_save(h, p, &e) == 0);
+    struct hnsw *g = NULL;
+    REQUIRE(hnsw_load(&g, p, NULL, &e) == 0);
+    CHECK_INT_EQ(hnsw_count(g), hnsw_count(h));
+    CHECK_INT_EQ(hnsw_nodes(g), hnsw_nodes(h));
+    CHECK_INT_EQ(hnsw_deleted(g), hnsw_deleted(h));
+    CHECK_INT_EQ(hnsw_covered(g), 123456789012345ll);
+    CHECK(hnsw_tag(g) == 0xfeedfacecafebeefull);
+    CHECK(same_results(h, g, v, 100));
+    CHECKF(hnsw_validate(g, &e) == 0, "%s", e.msg);
+    /* a second save of the loaded index is byte-identical */
+    const char *p2 = tmp_path("rt2");
+    REQUIRE(hnsw_save(g, p2, &e) == 0);
+    size_t l1, l2;
+    char *b1 = test_read_file(p, &l1), *b2 = test_read_file(p2, &l2);
+    CHECK(b1 && b2 && l1 == l2 && memcmp(b1, b2, l1) == 0);
+    free(b1);
+    free(b2);
+    unlink(p);
+    unlink(p2);
+    struct hnsw *none = (struct hnsw *)1;
+    CHECK_INT_EQ(hnsw_load(&none, tmp_path("none"), NULL, &e), -ERR_NOT_FOUND);
+    CHECK(none == NULL);
+    /* an empty index round-trips too */
+    struct hnsw *z = NULL, *z2 = NULL;
+    REQUIRE(hnsw_new(&z, 7, NULL, &e) == 0);
+    REQUIRE(hnsw_save(z, p, &e) == 0);
+    CHECK_INT_EQ(hnsw_load(&z2, p, NULL, &e), 0);
+    CHECK(z2 && hnsw_count(z2) == 0 && hnsw_dim(z2) == 7);
+    hnsw_free(z);
+    hnsw_free(z2);
+    unlink(p);
+    hnsw_free(g);
+    hnsw_free(h);
+    free(v);
+}
+
+static void put32(uint8_t *p, uint32_t x)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(x >> (8 * i));
+}
+
+/* Rewrites both checksums so structural checks (not the CRC) must catch
+ * the damage. */
+static void fix_crcs(uint8_t *b, size_t len)
+{
+    put32(b + 72, hnsw_crc32c(0, b + 80, len - 80));
+    put32(b + 76, hnsw_crc32c(0, b, 76));
+}
+
+static int load_bytes(const uint8_t *b, size_t len, struct err *e)
+{
+    const char *p = tmp_path("bad");
+    FILE *f = fopen(p, "wb");
+    if (!f)
+        return 999;
+    fwrite(b, 1, len, f);
+    fclose(f);
+    struct hnsw *h = NULL;
+    int rc = hnsw_load(&h, p, NULL, e);
+    hnsw_free(h);
+    unlink(p);
+    return rc;
+}
+
+TEST(corrupt_files_rejected)
+{
+    float *v = clustered(300, D, 6);
+    REQUIRE(v);
+    struct hnsw_params pp;
+    hnsw_params_default(&pp);
+    pp.m = 4; /* small lists: levels > 0 are frequent, all paths get hit */
+    struct hnsw *h = NULL;
+    struct err e;
+    REQUIRE(hnsw_new(&h, D, &pp, &e) == 0);
+    for (size_t i = 0; i < 300; i++)
+        REQUIRE(hnsw_insert(h, lab(i), v + i * D, &e) == 0);
+    hnsw_delete(h, lab(5));
+    const char *p = tmp_path("good");
+    REQUIRE(hnsw_save(h, p, &e) == 0);
+    size_t len;
+    uint8_t *good = (uint8_t *)test_read_file(p, &len);
+    unlink(p);
+    REQUIRE(good && len > 300 * (8 + 2 + D * 4) + 80);
+    uint8_t *b = malloc(len);
+    REQUIRE(b);
+    CHECK_INT_EQ(load_bytes(good, len, &e), 0);
+    /* truncations */
+    size_t cuts[] = {0, 1, 8, 40, 79, 80, 81, 80 + 300 * 8, len / 2, len - 4, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        int rc = load_bytes(good, cuts[i], &e);
+        CHECKF(rc == -ERR_CORRUPT, "cut at %zu: rc %d (%s)", cuts[i], rc, e.msg);
+    }
+    /* a byte flipped anywhere: header, labels, levels, flags, vectors, links */
+    size_t flips[] = {0, 9, 13, 30, 33, 64, 72, 77, 80, 80 + 300 * 8 + 3, 80 + 300 * 9 + 5,
+                      80 + 300 * 10 + 100, len - 200, len - 1};
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        memcpy(b, good, len);
+        b[flips[i]] ^= 0x40;
+        int rc = load_bytes(b, len, &e);
+        CHECKF(rc == -ERR_CORRUPT, "flip at %zu: rc %d (%s)", flips[i], rc, e.msg);
+    }
+    /* extra bytes at the end */
+    uint8_t *longer = malloc(len + 8);
+    memcpy(longer, good, len);
+    memset(longer + len, 0, 8);
+    CHECK_INT_EQ(load_bytes(longer, len + 8, &e), -ERR_CORRUPT);
+    free(longer);
+    /* structural damage with valid checksums */
+    size_t links = 80 + 300 * 10 + 2 + (size_t)300 * D * 4; /* 3000 % 4 == 0: no pad... */
+    links = 80 + 300 * 8 + 300 + 300 + ((4 - (300 * 10) % 4) % 4) + (size_t)300 * D * 4;
+    struct {
+        const char *what;
+        size_t off;
+        uint32_t val;
+    } cases[] = {
+        {"neighbour out of range", links + 4, 300},
+        {"huge neighbour", links + 4, 0xFFFFFFF0u},
+        {"self loop", links + 4, 0},
+        {"count above max", links, 9},
+        {"entry out of range", 28, 300},
+        {"top level too high", 24, 40},
+        {"n too large", 32, 0x7fffffff},
+        {"deleted count", 40, 7},
+        {"dim zero", 12, 0},
+        {"m too large", 16, 100000},
+        {"payload size", 64, 12},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(b, good, len);
+        put32(b + cases[i].off, cases[i].val);
+        fix_crcs(b, len);
+        int rc = load_bytes(b, len, &e);
+        CHECKF(rc == -ERR_CORRUPT, "%s: rc %d (%s)", cases[i].what, rc, e.msg);
+    }
+    /* the links end early (payload size and checksums made consistent) */
+    memcpy(b, good, len);
+    for (int i = 0; i < 8; i++)
+        b[64 + i] = (uint8_t)((len - 4 - 80) >> (8 * i));
+    fix_crcs(b, len - 4);
+    CHECK_INT_EQ(load_bytes(b, len - 4, &e), -ERR_CORRUPT);
+    CHECK_STR_CONTAINS(e.msg, "links");
+    /* the first node's level raised: its upper lists would be read from the
+     * following node's bytes; and a level byte above the top */
+    memcpy(b, good, len);
+    b[80 + 300 * 8] = 31;
+    fix_crcs(b, len);
+    CHECK_INT_EQ(load_bytes(b, len, &e), -ERR_CORRUPT);
+    /* a flag bit that means nothing */
+    memcpy(b, good, len);
+    b[80 + 300 * 9 + 1] = 2;
+    fix_crcs(b, len);
+    CHECK_INT_EQ(load_bytes(b, len, &e), -ERR_CORRUPT);
+    CHECK_STR_CONTAINS(e.msg, "flags");
+    /* two live nodes with one label */
+    memcpy(b, good, len);
+    memcpy(b + 80 + 8, b + 80, 8);
+    fix_crcs(b, len);
+    CHECK_INT_EQ(load_bytes(b, len, &e), -ERR_CORRUPT);
+    CHECK_STR_CONTAINS(e.msg, "label");
+    /* a NaN vector */
+    memcpy(b, good, len);
+    put32(b + 80 + 300 * 10 + 8, 0x7fc00000u);
+    fix_crcs(b, len);
+    CHECK_INT_EQ(load_bytes(b, len, &e), -ERR_CORRUPT);
+    free(b);
+    free(good);
+    hnsw_free(h);
+    free(v);
+}
+
+TEST(bad_arguments)
+{
+    struct hnsw *h = NULL;
+    struct err e;
+    struct hnsw_params p;
+    hnsw_params_default(&p);
+    CHECK_INT_EQ(hnsw_new(&h, 0, NULL, &e), -ERR_INVALID_ARGUMENT);
+    p.m = 1;
+    CHECK_INT_EQ(hnsw_new(&h, 8, &p, &e), -ERR_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(e.msg, "m=1");
+    REQUIRE(hnsw_new(&h, 4, NULL, &e) == 0);
+    float z[4] = {0, 0, 0, 0}, nan[4] = {NAN, 1, 1, 1}, ok[4] = {1, 2, 3, 4};
+    CHECK_INT_EQ(hnsw_insert(h, 1, z, &e), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(hnsw_insert(h, 1, nan, &e), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(hnsw_count(h), 0);
+    CHECK_INT_EQ(hnsw_insert(h, 1, ok, &e), 0);
+    struct hnsw_hit hit;
+    size_t n;
+    CHECK_INT_EQ(hnsw_search(h, z, 1, 0, NULL, NULL, &hit, &n, &e), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(hnsw_search(h, ok, 1, 0, NULL, NULL, &hit, &n, &e), 0);
+    CHECK(n == 1 && hit.label == 1 && fabsf(hit.score - 1) < 1e-6f);
+    hnsw_free(h);
+    hnsw_free(NULL);
+}
+
+TEST_MAIN(recall_float_and_int8, deletes_never_returned, auto_compaction_and_delete_all,
+          filter_returns_k, save_load_round_trip, corrupt_files_rejected, bad_arguments)

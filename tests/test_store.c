@@ -1,0 +1,780 @@
+/* test_store.c - the embedded store: schema and model checks, items,
+ * paging, filters, persistence, index rebuild and catch-up, duplicates,
+ * batches. */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "store/vec.h"
+#include "test.h"
+
+#define DIM 8
+
+static char db_path[256];
+
+static const char *fresh_path(const char *name)
+{
+    snprintf(db_path, sizeof db_path, "/tmp/test_store.%d.%s.db", (int)getpid(), name);
+    char p[300];
+    unlink(db_path);
+    snprintf(p, sizeof p, "%s-wal", db_path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", db_path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s.hnsw", db_path);
+    unlink(p);
+    return db_path;
+}
+
+static void remove_db(const char *path)
+{
+    char p[300];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s.hnsw", path);
+    unlink(p);
+}
+
+static struct store *open_store(const char *path, const char *model, int dim, int create)
+{
+    struct store_options o = {model, dim, create, 0, 0, 0};
+    struct store *st = NULL;
+    struct err e;
+    if (store_open(&st, path, &o, &e)) {
+        fprintf(stderr, "open: %s\n", e.msg);
+        return NULL;
+    }
+    return st;
+}
+
+static uint64_t rs = 12345;
+static float frand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((double)(rs >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static void rvec(float *v)
+{
+    for (int i = 0; i < DIM; i++)
+        v[i] = frand();
+}
+
+static int put(struct store *st, const char *id, const char *source, const char *sha,
+               const char *md, const float *emb)
+{
+    struct store_item it = {0};
+    it.id = (char *)id;
+    it.source = (char *)source;
+    it.sha256 = (char *)sha;
+    it.size = 100;
+    it.mtime = 1700000000;
+    it.metadata = (char *)md;
+    it.embedding = (float *)emb;
+    int is_new = -1;
+    struct err e;
+    int rc = store_put(st, &it, &is_new, &e);
+    return rc ? rc : is_new;
+}
+
+TEST(create_open_mismatch)
+{
+    const char *p = fresh_path("open");
+    struct store *st = NULL;
+    struct err e;
+    struct store_options o = {"clip-a", DIM, 0, 0, 0, 0};
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_NOT_FOUND);
+    o.create = 1;
+    o.model = NULL;
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_INVALID_ARGUMENT);
+    o.model = "clip-a";
+    REQUIRE(store_open(&st, p, &o, &e) == 0);
+    CHECK(strcmp(store_model(st), "clip-a") == 0);
+    CHECK_INT_EQ(store_dim(st), DIM);
+    CHECK_INT_EQ(store_close(st, &e), 0);
+    o.model = "clip-b";
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_MODEL_MISMATCH);
+    CHECK_STR_CONTAINS(e.msg, "'clip-a'");
+    CHECK_STR_CONTAINS(e.msg, "'clip-b'");
+    CHECK(st == NULL);
+    o.model = "clip-a";
+    o.dim = 16;
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_MODEL_MISMATCH);
+    CHECK_STR_CONTAINS(e.msg, "dimension 8");
+    /* no model given: take the store's */
+    o.model = NULL;
+    o.dim = 0;
+    o.create = 0;
+    REQUIRE(store_open(&st, p, &o, &e) == 0);
+    CHECK(strcmp(store_model(st), "clip-a") == 0 && store_dim(st) == DIM);
+    store_close(st, NULL);
+    remove_db(p);
+    /* not a store */
+    p = fresh_path("notstore");
+    sqlite3 *db;
+    REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+    sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL);
+    sqlite3_close(db);
+    o.model = "m";
+    o.dim = 4;
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_CORRUPT);
+    CHECK_STR_CONTAINS(e.msg, "not an imgsearch store");
+    FILE *f = fopen(p, "wb");
+    fputs("this is not a database at all, just text that is long enough........", f);
+    fclose(f);
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_CORRUPT);
+    /* a store from the future */
+    remove_db(p);
+    o.create = 1;
+    REQUIRE(store_open(&st, p, &o, &e) == 0);
+    store_close(st, NULL);
+    REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+    sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL);
+    sqlite3_close(db);
+    CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_UNSUPPORTED_FORMAT);
+    remove_db(p);
+}
+
+TEST(items_put_get_delete_list)
+{
+    const char *p = fresh_path("items");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    struct err e;
+    float v[DIM];
+    rvec(v);
+    CHECK_INT_EQ(put(st, "a", "/img/a.jpg", "aa11", "{\"k\": \"x\", \"n\": 1}", v), 1);
+    CHECK_INT_EQ(put(st, "b", "/img/b.jpg", "bb22", NULL, NULL), 1);
+    struct store_item it;
+    REQUIRE(store_get(st, "a", &it, &e) == 0);
+    CHECK(strcmp(it.id, "a") == 0 && strcmp(it.source, "/img/a.jpg") == 0);
+    CHECK(strcmp(it.sha256, "aa11") == 0 && it.size == 100 && it.mtime == 1700000000);
+    CHECK(strcmp(it.metadata, "{\"k\":\"x\",\"n\":1}") == 0);
+    CHECK(it.has_embedding && it.embedding && memcmp(it.embedding, v, sizeof v) == 0);
+    CHECK(strcmp(it.model, "m") == 0);
+    int64_t seq_a = it.seq, created = it.created_at;
+    CHECK(seq_a > 0 && created > 1600000000);
+    store_item_clear(&it);
+    REQUIRE(store_get(st, "b", &it, &e) == 0);
+    CHECK(!it.has_embedding && !it.embedding && !it.model && strcmp(it.metadata, "{}") == 0);
+    store_item_clear(&it);
+    /* replace: same sha keeps the embedding, another sha clears it */
+    CHECK_INT_EQ(put(st, "a", "/img/a2.jpg", "aa11", "{\"k\":\"y\"}", NULL), 0);
+    REQUIRE(store_get(st, "a", &it, &e) == 0);
+    CHECK(it.seq == seq_a && it.created_at == created && it.has_embedding);
+    CHECK(strcmp(it.source, "/img/a2.jpg") == 0 && strcmp(it.metadata, "{\"k\":\"y\"}") == 0);
+    store_item_clear(&it);
+    int64_t w;
+    REQUIRE(store_count_waiting(st, &w, &e) == 0);
+    CHECK_INT_EQ(w, 1);
+    CHECK_INT_EQ(put(st, "a", "/img/a2.jpg", "cc33", NULL, NULL), 0);
+    REQUIRE(store_get(st, "a", &it, &e) == 0);
+    CHECK(!it.has_embedding);
+    store_item_clear(&it);
+    REQUIRE(store_count_waiting(st, &w, &e) == 0);
+    CHECK_INT_EQ(w, 2);
+    CHECK_INT_EQ(store_put_embedding(st, "a", v, &e), 0);
+    CHECK_INT_EQ(store_put_embedding(st, "zz", v, &e), -ERR_NOT_FOUND);
+    float zero[DIM] = {0};
+    CHECK_INT_EQ(store_put_embedding(st, "a", zero, &e), -ERR_INVALID_ARGUMENT);
+    REQUIRE(store_count_waiting(st, &w, &e) == 0);
+    CHECK_INT_EQ(w, 1);
+    /* bad input */
+    CHECK_INT_EQ(put(st, "c", NULL, NULL, "[1,2]", NULL), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(put(st, "c", NULL, NULL, "{nope", NULL), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(put(st, "", NULL, NULL, NULL, NULL), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(store_get(st, "c", &it, &e), -ERR_NOT_FOUND);
+    CHECK_STR_CONTAINS(e.msg, "'c'");
+    /* find by source */
+    REQUIRE(store_find_source(st, "/img/b.jpg", &it, &e) == 0);
+    CHECK(strcmp(it.id, "b") == 0 && strcmp(it.sha256, "bb22") == 0 && it.size == 100);
+    store_item_clear(&it);
+    CHECK_INT_EQ(store_find_source(st, "/img/none.jpg", &it, &e), -ERR_NOT_FOUND);
+    /* paging over 25 items */
+    char id[16];
+    for (int i = 0; i < 23; i++) {
+        snprintf(id, sizeof id, "p%02d", i);
+        rvec(v);
+        CHECK_INT_EQ(put(st, id, NULL, NULL, NULL, i % 3 ? v : NULL), 1);
+    }
+    int64_t n;
+    REQUIRE(store_count(st, &n, &e) == 0);
+    CHECK_INT_EQ(n, 25);
+    int64_t cur = 0;
+    size_t total = 0, pages = 0;
+    char prev[16] = "";
+    do {
+        struct store_item *items;
+        size_t got;
+        REQUIRE(store_list(st, cur, 10, &items, &got, &cur, &e) == 0);
+        total += got;
+        pages++;
+        for (size_t i = 0; i < got; i++) {
+            if (i == 0 && pages == 1)
+                CHECK(strcmp(items[i].id, "a") == 0 && items[i].has_embedding);
+            if (pages == 3 && i == got - 1)
+                snprintf(prev, sizeof prev, "%s", items[i].id);
+        }
+        store_items_free(items, got);
+    } while (cur);
+    CHECK_INT_EQ(total, 25);
+    CHECK_INT_EQ(pages, 3);
+    CHECK(strcmp(prev, "p22") == 0);
+    /* waiting items: b and p00, p03, ..., p21 */
+    struct store_item *items;
+    size_t got;
+    REQUIRE(store_waiting(st, 0, 100, &items, &got, &cur, &e) == 0);
+    CHECK_INT_EQ(got, 1 + 8);
+    CHECK(got >= 2 && strcmp(items[0].id, "b") == 0 && strcmp(items[1].id, "p00") == 0);
+    CHECK_INT_EQ(cur, 0);
+    store_items_free(items, got);
+    REQUIRE(store_waiting(st, 0, 4, &items, &got, &cur, &e) == 0);
+    CHECK(got == 4 && cur == items[3].seq);
+    store_items_free(items, got);
+    CHECK_INT_EQ(store_list(st, 0, 0, &items, &got, &cur, &e), -ERR_INVALID_ARGUMENT);
+    /* delete */
+    CHECK_INT_EQ(store_delete(st, "b", &e), 0);
+    CHECK_INT_EQ(store_delete(st, "b", &e), -ERR_NOT_FOUND);
+    CHECK_INT_EQ(store_get(st, "b", &it, &e), -ERR_NOT_FOUND);
+    REQUIRE(store_count(st, &n, &e) == 0);
+    CHECK_INT_EQ(n, 24);
+    CHECK_INT_EQ(store_close(st, &e), 0);
+    /* persistence */
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(st);
+    REQUIRE(store_count(st, &n, &e) == 0);
+    CHECK_INT_EQ(n, 24);
+    REQUIRE(store_get(st, "p05", &it, &e) == 0);
+    CHECK(it.has_embedding);
+    store_item_clear(&it);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+/* Brute force: ids of the items (ids "i%03d", vectors vs[i]) best first. */
+static void expect_order(float vs[][DIM], int n, const float *q, const uint8_t *skip,
+                         int *order, int *m)
+{
+    float qn[DIM];
+    memcpy(qn, q, sizeof qn);
+    vec_normalize(qn, DIM);
+    *m = 0;
+    float sc[600];
+    for (int i = 0; i < n; i++) {
+        if (skip && skip[i])
+            continue;
+        float x[DIM];
+        memcpy(x, vs[i], sizeof x);
+        vec_normalize(x, DIM);
+        sc[i] = vec_dot_ref(qn, x, DIM);
+        int j = (*m)++;
+        while (j > 0 && sc[order[j - 1]] < sc[i]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+}
+
+#define NS 300
+static float vs[NS][DIM];
+
+static void fill_search_store(struct store *st)
+{
+    char id[16], md[128];
+    rs = 999;
+    for (int i = 0; i < NS; i++) {
+        rvec(vs[i]);
+        snprintf(id, sizeof id, "i%03d", i);
+        snprintf(md, sizeof md, "{\"color\": \"%s\", \"n\": %d%s, \"even\": %s, \"tag\": \"t%d\"}",
+                 i % 3 == 0 ? "red" : i % 3 == 1 ? "green" : "blue", i % 5, i % 10 == 7 ? ".0" : "",
+                 i % 2 ? "false" : "true", i);
+        put(st, id, NULL, NULL, md, vs[i]);
+    }
+}
+
+static int search_ids(struct store *st, const float *q, int k, int offset, float min_score,
+                      const struct store_filter *f, int nf, int *out)
+{
+    struct store_query sq = {q, k, offset, min_score, f, nf, 0};
+    struct store_hit *hits;
+    size_t n;
+    struct err e;
+    if (store_search(st, &sq, &hits, &n, &e))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = atoi(hits[i].id + 1);
+    store_hits_free(hits, n);
+    return (int)n;
+}
+
+TEST(search_filters_paging)
+{
+    const char *p = fresh_path("search");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    fill_search_store(st);
+    float q[DIM];
+    rs = 4242;
+    rvec(q);
+    int order[NS], m, got[NS];
+    expect_order(vs, NS, q, NULL, order, &m);
+    int n = search_ids(st, q, 10, 0, -1, NULL, 0, got);
+    CHECK_INT_EQ(n, 10);
+    for (int i = 0; i < n; i++)
+        CHECKF(got[i] == order[i], "rank %d: %d vs %d", i, got[i], order[i]);
+    /* offset pages continue the ranking */
+    n = search_ids(st, q, 5, 10, -1, NULL, 0, got);
+    CHECK_INT_EQ(n, 5);
+    for (int i = 0; i < n; i++)
+        CHECK(got[i] == order[10 + i]);
+    /* scores, min_score */
+    struct store_query sq = {q, 20, 0, -1, NULL, 0, 0};
+    struct store_hit *hits;
+    size_t nh;
+    struct err e;
+    REQUIRE(store_search(st, &sq, &hits, &nh, &e) == 0 && nh == 20);
+    float cut = hits[6].score;
+    CHECK(hits[0].score >= hits[1].score && hits[0].score <= 1.0001f);
+    CHECK(strncmp(hits[0].metadata, "{\"color\":", 9) == 0 && hits[0].source == NULL);
+    store_hits_free(hits, nh);
+    n = search_ids(st, q, 20, 0, cut, NULL, 0, got);
+    CHECK_INT_EQ(n, 7);
+    n = search_ids(st, q, 20, 3, cut, NULL, 0, got);
+    CHECK_INT_EQ(n, 4);
+    CHECK(n == 4 && got[0] == order[3]);
+    n = search_ids(st, q, 20, 0, 1.5f, NULL, 0, got);
+    CHECK_INT_EQ(n, 0);
+    /* filters: exact match against the brute force over matching items */
+    struct {
+        struct store_filter f[2];
+        int nf;
+        int (*match)(int);
+    } cases[] = {
+        {{{"color", "red"}}, 1, NULL},
+        {{{"n", "2"}}, 1, NULL},
+        {{{"n", "3"}}, 1, NULL}, /* 3 and 3.0 (i % 10 == 7 stores 2.0 / 7 % 5 = 2) */
+        {{{"even", "true"}, {"color", "green"}}, 2, NULL},
+        {{{"tag", "t77"}}, 1, NULL},
+        {{{"missing", "x"}}, 1, NULL},
+        {{{"color", "RED"}}, 1, NULL},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint8_t skip[NS];
+        for (int i = 0; i < NS; i++) {
+            int ok = 1;
+            for (int f = 0; f < cases[c].nf; f++) {
+                const struct store_filter *fl = &cases[c].f[f];
+                if (!strcmp(fl->key, "color"))
+                    ok &= !strcmp(fl->value, i % 3 == 0 ? "red" : i % 3 == 1 ? "green" : "blue");
+                else if (!strcmp(fl->key, "n"))
+                    ok &= atoi(fl->value) == i % 5;
+                else if (!strcmp(fl->key, "even"))
+                    ok &= (i % 2 == 0) == !strcmp(fl->value, "true");
+                else if (!strcmp(fl->key, "tag"))
+                    ok &= atoi(fl->value + 1) == i;
+                else
+                    ok = 0;
+            }
+            skip[i] = !ok;
+        }
+        expect_order(vs, NS, q, skip, order, &m);
+        n = search_ids(st, q, 10, 0, -1, cases[c].f, cases[c].nf, got);
+        int want = m < 10 ? m : 10;
+        CHECKF(n == want, "case %zu: %d hits, want %d", c, n, want);
+        for (int i = 0; i < n && i < want; i++)
+            CHECKF(got[i] == order[i], "case %zu rank %d: %d vs %d", c, i, got[i], order[i]);
+    }
+    /* bad queries */
+    struct store_filter bad = {"", "x"};
+    CHECK_INT_EQ(search_ids(st, q, 10, 0, -1, &bad, 1, got), -1);
+    sq.k = 0;
+    CHECK_INT_EQ(store_search(st, &sq, &hits, &nh, &e), -ERR_INVALID_ARGUMENT);
+    float zero[DIM] = {0};
+    sq.k = 3;
+    sq.vec = zero;
+    CHECK_INT_EQ(store_search(st, &sq, &hits, &nh, &e), -ERR_INVALID_ARGUMENT);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+TEST(selective_filter_returns_k)
+{
+    const char *p = fresh_path("selective");
+    struct store *st = open_store(p, "m", 32, 1);
+    REQUIRE(st);
+    struct err e;
+    REQUIRE(store_begin(st, &e) == 0);
+    float v[32];
+    char id[16], md[64];
+    for (int i = 0; i < 2000; i++) {
+        for (int j = 0; j < 32; j++)
+            v[j] = frand();
+        snprintf(id, sizeof id, "x%d", i);
+        snprintf(md, sizeof md, "{\"rare\": %s}", i % 100 == 0 ? "\"yes\"" : "\"no\"");
+        struct store_item it = {0};
+        it.id = id;
+        it.metadata = md;
+        it.embedding = v;
+        REQUIRE(store_put(st, &it, NULL, &e) == 0);
+    }
+    REQUIRE(store_commit(st, &e) == 0);
+    struct store_filter f = {"rare", "yes"};
+    struct store_query sq = {v, 10, 0, -1, &f, 1, 0};
+    struct store_hit *hits;
+    size_t n;
+    REQUIRE(store_search(st, &sq, &hits, &n, &e) == 0);
+    CHECK_INT_EQ(n, 10);
+    for (size_t i = 0; i < n; i++)
+        CHECK(strstr(hits[i].metadata, "\"yes\"") != NULL);
+    store_hits_free(hits, n);
+    sq.k = 50;
+    REQUIRE(store_search(st, &sq, &hits, &n, &e) == 0);
+    CHECK_INT_EQ(n, 20); /* only 20 exist */
+    store_hits_free(hits, n);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+static int snapshot(struct store *st, const float *q, int *out)
+{
+    return search_ids(st, q, 15, 0, -1, NULL, 0, out);
+}
+
+static void index_origin(struct store *st, enum store_index_origin *o, char *reason, int64_t *cu)
+{
+    struct store_index_info info;
+    store_index_info(st, &info);
+    *o = info.origin;
+    snprintf(reason, 256, "%s", info.reason);
+    *cu = info.caught_up;
+}
+
+TEST(index_file_rebuilt_or_caught_up)
+{
+    const char *p = fresh_path("persist");
+    char ipath[300];
+    snprintf(ipath, sizeof ipath, "%s.hnsw", p);
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    fill_search_store(st);
+    float q[DIM];
+    rs = 777;
+    rvec(q);
+    int before[15], after[15], order[NS], m;
+    REQUIRE(snapshot(st, q, before) == 15);
+    enum store_index_origin o;
+    char why[256];
+    const char *whyp = why;
+    int64_t cu;
+    index_origin(st, &o, why, &cu);
+    CHECK_INT_EQ(o, STORE_INDEX_REBUILT);
+    CHECK(strcmp(why, "missing") == 0);
+    struct err e;
+    CHECK_INT_EQ(store_close(st, &e), 0);
+    CHECK(access(ipath, F_OK) == 0);
+    /* 1. reopened: the file is used as is */
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(st);
+    index_origin(st, &o, why, &cu);
+    CHECK_INT_EQ(o, STORE_INDEX_NOT_LOADED); /* lazy */
+    REQUIRE(snapshot(st, q, after) == 15);
+    CHECK(memcmp(before, after, sizeof before) == 0);
+    index_origin(st, &o, why, &cu);
+    CHECKF(o == STORE_INDEX_FILE, "origin %d: %s", o, why);
+    CHECK_INT_EQ(cu, 0);
+    store_close(st, NULL);
+    /* 2. deleted: rebuilt, same results */
+    unlink(ipath);
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(snapshot(st, q, after) == 15);
+    CHECK(memcmp(before, after, sizeof before) == 0);
+    index_origin(st, &o, why, &cu);
+    CHECK(o == STORE_INDEX_REBUILT && strcmp(why, "missing") == 0);
+    store_close(st, NULL);
+    /* 3. corrupted (a flipped byte, then a truncation): rebuilt */
+    for (int t = 0; t < 2; t++) {
+        size_t len;
+        char *b = test_read_file(ipath, &len);
+        REQUIRE(b && len > 1000);
+        FILE *f = fopen(ipath, "wb");
+        if (t == 0) {
+            b[len / 2] ^= 1;
+            fwrite(b, 1, len, f);
+        } else
+            fwrite(b, 1, len - 100, f);
+        fclose(f);
+        free(b);
+        st = open_store(p, "m", DIM, 0);
+        REQUIRE(snapshot(st, q, after) == 15);
+        CHECK(memcmp(before, after, sizeof before) == 0);
+        index_origin(st, &o, why, &cu);
+        CHECK(o == STORE_INDEX_REBUILT);
+        CHECK_STR_CONTAINS((const char *)whyp, "unreadable");
+        CHECK_STR_CONTAINS((const char *)whyp, t == 0 ? "checksum" : "payload");
+        store_close(st, NULL);
+    }
+    /* 4. changed behind the store's back with sqlite3: caught up */
+    sqlite3 *db;
+    REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+    float nv[DIM];
+    memcpy(nv, q, sizeof nv); /* i005 becomes the query itself: rank 1 */
+    sqlite3_stmt *s;
+    REQUIRE(sqlite3_prepare_v2(db, "UPDATE items SET embedding = ?1 WHERE id = 'i005'", -1, &s,
+                               NULL) == SQLITE_OK);
+    sqlite3_bind_blob(s, 1, nv, sizeof nv, SQLITE_STATIC);
+    CHECK(sqlite3_step(s) == SQLITE_DONE);
+    sqlite3_finalize(s);
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM items WHERE id = 'i%03d'", before[0]);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(snapshot(st, q, after) == 15);
+    index_origin(st, &o, why, &cu);
+    CHECKF(o == STORE_INDEX_FILE, "origin %d: %s", o, why);
+    CHECK_INT_EQ(cu, 2);
+    memcpy(vs[5], nv, sizeof nv);
+    uint8_t skip[NS] = {0};
+    skip[before[0]] = 1;
+    expect_order(vs, NS, q, skip, order, &m);
+    CHECK(after[0] == 5);
+    for (int i = 0; i < 15; i++)
+        CHECK(after[i] == order[i]);
+    store_close(st, NULL);
+    /* 5. a store that wrote without searching leaves the file behind;
+     * the next one catches up from the changes log */
+    st = open_store(p, "m", DIM, 0);
+    float w[DIM];
+    for (int i = 0; i < DIM; i++)
+        w[i] = -q[i];
+    CHECK_INT_EQ(put(st, "neg", NULL, NULL, NULL, w), 1);
+    store_close(st, NULL);
+    st = open_store(p, "m", DIM, 0);
+    int n = search_ids(st, w, 1, 0, -1, NULL, 0, after);
+    index_origin(st, &o, why, &cu);
+    CHECK(n == 1 && o == STORE_INDEX_FILE && cu == 1);
+    store_close(st, NULL);
+    /* 6. an old index file (older than the trimmed changes log): rebuilt */
+    size_t olen;
+    char *old = test_read_file(ipath, &olen);
+    REQUIRE(old);
+    st = open_store(p, "m", DIM, 0);
+    CHECK_INT_EQ(store_delete(st, "neg", &e), 0);
+    CHECK_INT_EQ(store_index_sync(st, &e), 0); /* writes the file, trims the log */
+    store_close(st, NULL);
+    FILE *f = fopen(ipath, "wb");
+    fwrite(old, 1, olen, f);
+    fclose(f);
+    free(old);
+    st = open_store(p, "m", DIM, 0);
+    n = search_ids(st, w, 1, 0, -1, NULL, 0, after);
+    index_origin(st, &o, why, &cu);
+    CHECK(n == 1 && after[0] != 0);
+    CHECK_INT_EQ(o, STORE_INDEX_REBUILT);
+    CHECK_STR_CONTAINS((const char *)whyp, "stale");
+    store_close(st, NULL);
+    /* 7. an index of another store with the same path: rebuilt */
+    char other[300];
+    snprintf(other, sizeof other, "%s.other.db", p);
+    remove_db(other);
+    struct store *st2 = open_store(other, "m", DIM, 1);
+    put(st2, "z", NULL, NULL, NULL, q);
+    store_index_sync(st2, &e);
+    store_close(st2, NULL);
+    char oi[320];
+    snprintf(oi, sizeof oi, "%s.hnsw", other);
+    REQUIRE(rename(oi, ipath) == 0);
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(snapshot(st, q, after) == 15);
+    index_origin(st, &o, why, &cu);
+    CHECK(o == STORE_INDEX_REBUILT);
+    CHECK_STR_CONTAINS((const char *)whyp, "another database");
+    store_close(st, NULL);
+    remove_db(other);
+    remove_db(p);
+}
+
+TEST(batches)
+{
+    const char *p = fresh_path("batch");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    struct err e;
+    float v[DIM];
+    rvec(v);
+    CHECK_INT_EQ(put(st, "first", NULL, NULL, NULL, v), 1);
+    int got[4];
+    CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 1);
+    REQUIRE(store_begin(st, &e) == 0);
+    CHECK_INT_EQ(store_begin(st, &e), -ERR_CONFLICT);
+    CHECK_INT_EQ(put(st, "i001", NULL, NULL, NULL, v), 1);
+    CHECK_INT_EQ(put(st, "i002", NULL, NULL, NULL, v), 1);
+    /* the batch's own thread sees its rows, searches see committed data */
+    struct store_item it;
+    CHECK_INT_EQ(store_get(st, "i001", &it, &e), 0);
+    store_item_clear(&it);
+    CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 1);
+    REQUIRE(store_commit(st, &e) == 0);
+    CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 3);
+    REQUIRE(store_begin(st, &e) == 0);
+    CHECK_INT_EQ(put(st, "i003", NULL, NULL, NULL, v), 1);
+    CHECK_INT_EQ(store_delete(st, "first", &e), 0);
+    REQUIRE(store_rollback(st, &e) == 0);
+    CHECK_INT_EQ(store_commit(st, &e), -ERR_CONFLICT);
+    CHECK_INT_EQ(search_ids(st, v, 5, 0, -1, NULL, 0, got), 3);
+    CHECK_INT_EQ(store_get(st, "i003", &it, &e), -ERR_NOT_FOUND);
+    int64_t n;
+    store_count(st, &n, &e);
+    CHECK_INT_EQ(n, 3);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+TEST(duplicates_grouped)
+{
+    const char *p = fresh_path("dups");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    float base[6][DIM], v[DIM];
+    for (int g = 0; g < 6; g++)
+        rvec(base[g]);
+    const char *names[] = {"a1", "a2", "a3", "b1", "b2", "c", "d", "e", "f"};
+    int grp[] = {0, 0, 0, 1, 1, 2, 3, 4, 5};
+    for (int i = 0; i < 9; i++) {
+        memcpy(v, base[grp[i]], sizeof v);
+        if (i == 1 || i == 4)
+            v[0] += 0.01f;
+        if (i == 2)
+            v[1] -= 0.01f;
+        put(st, names[i], names[i], NULL, NULL, v);
+    }
+    struct store_dup_group *g;
+    size_t n;
+    struct err e;
+    REQUIRE(store_duplicates(st, 0.99f, &g, &n, &e) == 0);
+    CHECK_INT_EQ(n, 2);
+    if (n == 2) {
+        CHECK_INT_EQ(g[0].n, 3);
+        CHECK(strcmp(g[0].members[0].id, "a1") == 0 && strcmp(g[0].members[2].id, "a3") == 0);
+        CHECK(strcmp(g[0].members[1].source, "a2") == 0);
+        CHECK(g[0].max_score >= 0.99f && g[0].max_score <= 1.0001f);
+        CHECK_INT_EQ(g[1].n, 2);
+        CHECK(strcmp(g[1].members[0].id, "b1") == 0 && strcmp(g[1].members[1].id, "b2") == 0);
+        CHECK(g[1].members[0].score >= 0.99f);
+    }
+    store_dup_groups_free(g, n);
+    REQUIRE(store_duplicates(st, 1.0f, &g, &n, &e) == 0);
+    CHECK_INT_EQ(n, 0);
+    store_dup_groups_free(g, n);
+    CHECK_INT_EQ(store_duplicates(st, 2.0f, &g, &n, &e), -ERR_INVALID_ARGUMENT);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+TEST(reset_embeddings_switches_model)
+{
+    const char *p = fresh_path("reset");
+    struct store *st = open_store(p, "old", DIM, 1);
+    REQUIRE(st);
+    float v[DIM];
+    rvec(v);
+    put(st, "a", NULL, NULL, NULL, v);
+    put(st, "b", NULL, NULL, NULL, v);
+    int got[2];
+    CHECK_INT_EQ(search_ids(st, v, 2, 0, -1, NULL, 0, got), 2);
+    struct err e;
+    REQUIRE(store_reset_embeddings(st, "new", 4, &e) == 0);
+    CHECK(strcmp(store_model(st), "new") == 0 && store_dim(st) == 4);
+    int64_t w;
+    store_count_waiting(st, &w, &e);
+    CHECK_INT_EQ(w, 2);
+    CHECK_INT_EQ(search_ids(st, v, 2, 0, -1, NULL, 0, got), 0);
+    float v4[4] = {1, 2, 3, 4};
+    CHECK_INT_EQ(store_put_embedding(st, "b", v4, &e), 0);
+    CHECK_INT_EQ(search_ids(st, v4, 2, 0, -1, NULL, 0, got), 1);
+    store_close(st, NULL);
+    struct store *s2 = NULL;
+    struct store_options o = {"old", DIM, 0, 0, 0, 0};
+    CHECK_INT_EQ(store_open(&s2, p, &o, &e), -ERR_MODEL_MISMATCH);
+    st = open_store(p, "new", 4, 0);
+    REQUIRE(st);
+    CHECK_INT_EQ(search_ids(st, v4, 2, 0, -1, NULL, 0, got), 1);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+struct reader {
+    struct store *st;
+    int errors;
+    int runs;
+};
+
+static void *reader_main(void *p)
+{
+    struct reader *r = p;
+    float q[DIM];
+    for (int i = 0; i < DIM; i++)
+        q[i] = (float)(i + 1);
+    for (int i = 0; i < 200; i++) {
+        struct store_query sq = {q, 5, 0, -1, NULL, 0, 0};
+        struct store_hit *hits;
+        size_t n;
+        struct err e;
+        if (store_search(r->st, &sq, &hits, &n, &e))
+            r->errors++;
+        else
+            store_hits_free(hits, n);
+        r->runs++;
+    }
+    return NULL;
+}
+
+TEST(concurrent_search_and_writes)
+{
+    const char *p = fresh_path("threads");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    float v[DIM];
+    rvec(v);
+    put(st, "seed", NULL, NULL, NULL, v);
+    struct reader r = {st, 0, 0};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, reader_main, &r) == 0);
+    struct err e;
+    char id[16];
+    for (int i = 0; i < 150; i++) {
+        rvec(v);
+        snprintf(id, sizeof id, "w%d", i);
+        if (i % 50 == 0)
+            store_begin(st, &e);
+        put(st, id, NULL, NULL, NULL, v);
+        if (i % 7 == 3)
+            store_delete(st, id, &e);
+        if (i % 50 == 49)
+            store_commit(st, &e);
+    }
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(r.errors, 0);
+    CHECK_INT_EQ(r.runs, 200);
+    struct store_index_info info;
+    int got[1];
+    search_ids(st, v, 1, 0, -1, NULL, 0, got);
+    store_index_info(st, &info);
+    int64_t n;
+    store_count(st, &n, &e);
+    CHECK_INT_EQ((int64_t)info.items, n);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+TEST_MAIN(create_open_mismatch, items_put_get_delete_list, search_filters_paging,
+          selective_filter_returns_k, index_file_rebuilt_or_caught_up, batches,
+          duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes)
