@@ -1,14 +1,14 @@
 /* linear.c - fully connected layers on oneDNN matmul.
  *
  * Design:
- * 1. One engine and stream per process (oneDNN objects are thread-safe for
- *    execution; the stream is created per call because a dnnl_stream_t must
- *    not be shared between threads executing concurrently).
+ * 1. One engine per process; one stream per layer, used under the layer's
+ *    lock (a dnnl_stream_t must not be used by two threads at once).
+ *    Primitives and memory objects are cached per M, so a warm forward pass
+ *    allocates nothing here.
  * 2. The packed weight layout is chosen once, by a primitive descriptor made
  *    for a typical M (PACK_M) with dnnl_format_tag_any; every other M reuses
- *    that exact layout. If oneDNN refused that for some M we would fall back
- *    to the plain layout, which never happens with the brgemm kernels of 2.6
- *    but keeps the code honest.
+ *    that exact layout (the brgemm kernels of oneDNN 2.6 accept it for any
+ *    M; were one refused, the product fails with a clear error).
  * 3. Weights are described to oneDNN as (K, N) with strides (1, K): that is
  *    the checkpoint's (N, K) row-major array, so no transpose is done by us.
  * 4. The activation is a post-op, and the residual sum too (sum post-op),
@@ -137,10 +137,10 @@ int clip_linear_init(struct clip_linear *l, int in, int out, float *w, float *b,
         rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot pack %dx%d weights", out, in);
         goto fail;
     }
+    l->stream = stream;
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, l->wmem}};
     dnnl_status_t st = dnnl_primitive_execute(reorder, stream, 2, args);
     dnnl_stream_wait(stream);
-    dnnl_stream_destroy(stream);
     if (st != dnnl_success) {
         rc = err_set(err, ERR_INTERNAL, "oneDNN: weight reorder failed");
         goto fail;
@@ -171,16 +171,29 @@ fail:
     return rc;
 }
 
+static void slot_clear(struct clip_linear_prim *c)
+{
+    if (c->prim)
+        dnnl_primitive_destroy(c->prim);
+    if (c->pd)
+        dnnl_primitive_desc_destroy(c->pd);
+    if (c->src)
+        dnnl_memory_destroy(c->src);
+    if (c->dst)
+        dnnl_memory_destroy(c->dst);
+    if (c->bias)
+        dnnl_memory_destroy(c->bias);
+    memset(c, 0, sizeof *c);
+}
+
 void clip_linear_free(struct clip_linear *l)
 {
     if (!l)
         return;
-    for (int i = 0; i < CLIP_LINEAR_CACHE; i++) {
-        if (l->cache[i].prim)
-            dnnl_primitive_destroy(l->cache[i].prim);
-        if (l->cache[i].pd)
-            dnnl_primitive_desc_destroy(l->cache[i].pd);
-    }
+    for (int i = 0; i < CLIP_LINEAR_CACHE; i++)
+        slot_clear(&l->cache[i]);
+    if (l->stream)
+        dnnl_stream_destroy(l->stream);
     if (l->wmem)
         dnnl_memory_destroy(l->wmem);
     free(l->wmd);
@@ -190,40 +203,54 @@ void clip_linear_free(struct clip_linear *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Finds or makes the primitive for m rows (LRU-free: slots are few and the
- * batch shapes of a process are few; when full, slot m % N is replaced). */
-static dnnl_primitive_t prim_for(struct clip_linear *l, int64_t m)
+/* Finds or makes the primitive and memory objects for m rows; called with
+ * l->lock held. Slots are few and the batch shapes of a process are few;
+ * when full, slot 1 + m % (N-1) is replaced (slot 0 keeps PACK_M). */
+static struct clip_linear_prim *slot_for(struct clip_linear *l, int64_t m)
 {
-    pthread_mutex_lock(&l->lock);
     int slot = -1;
     for (int i = 0; i < CLIP_LINEAR_CACHE; i++) {
-        if (l->cache[i].m == m) {
-            dnnl_primitive_t p = l->cache[i].prim;
-            pthread_mutex_unlock(&l->lock);
-            return p;
-        }
+        if (l->cache[i].m == m && l->cache[i].src)
+            return &l->cache[i];
         if (slot < 0 && !l->cache[i].m)
             slot = i;
     }
-    if (slot < 0) { /* evict one; the PACK_M slot 0 stays */
+    if (slot < 0)
         slot = 1 + (int)(m % (CLIP_LINEAR_CACHE - 1));
-        dnnl_primitive_destroy(l->cache[slot].prim);
-        dnnl_primitive_desc_destroy(l->cache[slot].pd);
-        l->cache[slot].m = 0;
-    }
-    dnnl_primitive_desc_t pd;
+    struct clip_linear_prim *c = &l->cache[slot];
+    /* slot 0 may hold the packing primitive without memory objects */
+    dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if (make_pd(l, m, l->wmd, &pd) == dnnl_success) {
-        if (dnnl_primitive_create(&prim, pd) == dnnl_success) {
-            l->cache[slot].m = m;
-            l->cache[slot].prim = prim;
-            l->cache[slot].pd = pd;
-        } else {
+    if (c->m == m && c->prim) {
+        pd = c->pd;
+        prim = c->prim;
+        c->pd = NULL;
+        c->prim = NULL;
+    }
+    slot_clear(c);
+    if (!prim) {
+        if (make_pd(l, m, l->wmd, &pd) != dnnl_success)
+            return NULL;
+        if (dnnl_primitive_create(&prim, pd) != dnnl_success) {
             dnnl_primitive_desc_destroy(pd);
+            return NULL;
         }
     }
-    pthread_mutex_unlock(&l->lock);
-    return prim;
+    c->m = m;
+    c->pd = pd;
+    c->prim = prim;
+    dnnl_memory_desc_t smd, dmd, bmd;
+    dnnl_dims_t sd = {m, l->in}, dd = {m, l->out}, bd = {1, l->out};
+    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dt_of(l->prec), dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab);
+    if (dnnl_memory_create((dnnl_memory_t *)&c->src, &smd, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create((dnnl_memory_t *)&c->dst, &dmd, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        (l->b && dnnl_memory_create((dnnl_memory_t *)&c->bias, &bmd, engine, l->b) != dnnl_success)) {
+        slot_clear(c);
+        return NULL;
+    }
+    return c;
 }
 
 int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float *y,
@@ -231,44 +258,28 @@ int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float 
 {
     if (m <= 0)
         return 0;
-    dnnl_primitive_t prim = prim_for(l, m);
-    if (!prim)
-        return err_set(err, ERR_INTERNAL, "oneDNN: no matmul primitive for M=%lld, %dx%d",
-                       (long long)m, l->in, l->out);
     const void *src = x;
     if (l->prec == CLIP_BF16) {
         clip__to_bf16(x, xbf, (size_t)m * l->in);
         src = xbf;
     }
-    dnnl_memory_desc_t smd, dmd, bmd;
-    dnnl_dims_t sd = {m, l->in}, dd = {m, l->out}, bd = {1, l->out};
-    dnnl_memory_desc_init_by_tag(&smd, 2, sd, dt_of(l->prec), dnnl_ab);
-    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
-    dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab);
-    dnnl_memory_t sm = NULL, dm = NULL, bm = NULL;
-    dnnl_stream_t stream = NULL;
     int rc = 0;
-    if (dnnl_memory_create(&sm, &smd, engine, (void *)src) != dnnl_success ||
-        dnnl_memory_create(&dm, &dmd, engine, y) != dnnl_success ||
-        (l->b && dnnl_memory_create(&bm, &bmd, engine, l->b) != dnnl_success) ||
-        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
-        rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot create memory objects");
+    pthread_mutex_lock(&l->lock);
+    struct clip_linear_prim *c = slot_for(l, m);
+    if (!c) {
+        rc = err_set(err, ERR_INTERNAL, "oneDNN: no matmul primitive for M=%lld, %dx%d",
+                     (long long)m, l->in, l->out);
         goto done;
     }
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, l->wmem},
-                               {DNNL_ARG_DST, dm}, {DNNL_ARG_BIAS, bm}};
-    if (dnnl_primitive_execute(prim, stream, l->b ? 4 : 3, args) != dnnl_success ||
-        dnnl_stream_wait(stream) != dnnl_success)
+    dnnl_memory_set_data_handle(c->src, (void *)src);
+    dnnl_memory_set_data_handle(c->dst, y);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, l->wmem},
+                               {DNNL_ARG_DST, c->dst}, {DNNL_ARG_BIAS, c->bias}};
+    if (dnnl_primitive_execute(c->prim, l->stream, l->b ? 4 : 3, args) != dnnl_success ||
+        dnnl_stream_wait(l->stream) != dnnl_success)
         rc = err_set(err, ERR_INTERNAL, "oneDNN: matmul failed");
 done:
-    if (stream)
-        dnnl_stream_destroy(stream);
-    if (sm)
-        dnnl_memory_destroy(sm);
-    if (dm)
-        dnnl_memory_destroy(dm);
-    if (bm)
-        dnnl_memory_destroy(bm);
+    pthread_mutex_unlock(&l->lock);
     return rc;
 }
 

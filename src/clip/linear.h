@@ -6,6 +6,8 @@
  * per distinct M and reused. In bf16 mode the weights are kept in bf16 and
  * the activations are converted before each product (fp32 accumulation,
  * fp32 output), which puts the product on AMX where the CPU has it.
+ * After the first call for a given M nothing is allocated: primitives,
+ * memory objects and the stream are cached and only data handles change.
  * A plain C reference (clip_linear_ref) is kept for tests.
  */
 #ifndef IMGSEARCH_CLIP_LINEAR_H
@@ -33,6 +35,7 @@ struct clip_linear_prim {
     int64_t m;          /* rows this primitive was made for; 0 = free slot */
     void *prim;         /* dnnl_primitive_t */
     void *pd;           /* dnnl_primitive_desc_t */
+    void *src, *dst, *bias; /* dnnl_memory_t, data handles set per call */
 };
 
 struct clip_linear {
@@ -45,7 +48,9 @@ struct clip_linear {
     void *wmem;             /* dnnl_memory_t of packed weights */
     void *wmd;              /* packed weights memory desc (heap copy) */
     struct clip_linear_prim cache[CLIP_LINEAR_CACHE]; /* primitives by M */
-    pthread_mutex_t lock;   /* guards cache */
+    void *stream;           /* dnnl_stream_t used by every call */
+    pthread_mutex_t lock;   /* guards cache, stream and memory objects: one
+                               product of a layer runs at a time */
 };
 
 /* Takes ownership of w (N*K floats) and b (N floats or NULL), packs the
