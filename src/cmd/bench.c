@@ -33,6 +33,7 @@ struct bopts {
     int full_decode;
     int nfiles;
     char **files;
+    int syn_w, syn_h;      /* --synthetic WxH: a JPEG made in memory */
 };
 
 static int parse(const char *what, int argc, char **argv, struct bopts *o)
@@ -41,6 +42,7 @@ static int parse(const char *what, int argc, char **argv, struct bopts *o)
         {"model", required_argument, 0, 'm'},   {"batch", required_argument, 0, 'b'},
         {"seconds", required_argument, 0, 's'}, {"precision", required_argument, 0, 'p'},
         {"full-decode", no_argument, 0, 'f'},   {"help", no_argument, 0, 'h'},
+        {"synthetic", required_argument, 0, 'y'},
         {0, 0, 0, 0},
     };
     struct err err;
@@ -51,6 +53,12 @@ static int parse(const char *what, int argc, char **argv, struct bopts *o)
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'f': o->full_decode = 1; break;
+        case 'y':
+            if (sscanf(optarg, "%dx%d", &o->syn_w, &o->syn_h) != 2 || o->syn_w < 1 ||
+                o->syn_h < 1 || (long)o->syn_w * o->syn_h > 50000000L)
+                return cmd_usage_error("bench", "--synthetic wants WxH (at most 50 MP), not '%s'",
+                                       optarg);
+            break;
         case 'b':
             if (cmd_parse_int("bench", "--batch", optarg, 1, 1024, &o->batch))
                 return 2;
@@ -234,8 +242,49 @@ static int bench_gemm(struct bopts *o)
 
 /* decode + preprocess (and embed when embed = 1) of the files, repeated
  * until seconds have passed. */
+/* decode + preprocess of one synthetic JPEG of syn_w x syn_h made in
+ * memory (a 12 MP phone photo: 4032x3024), to show DCT scaling. */
+static int bench_synthetic(struct bopts *o)
+{
+    struct pipe_opts po = {.prec = o->prec, .skip_text = 1, .full_decode = o->full_decode};
+    struct pipe *p;
+    struct err err;
+    struct img im = {0};
+    uint8_t *jpg = NULL;
+    size_t n = 0;
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("bench", "--model DIR is required");
+    if (pipe_open(&p, o->model, &po, &err))
+        return cmd_fail("bench", &err);
+    float *px = malloc(sizeof(float) * 3 * (size_t)p->size * p->size);
+    int rc = img_synthetic(&im, o->syn_w, o->syn_h, 7, &err);
+    if (!rc)
+        rc = img_encode_jpeg(&im, 90, NULL, 0, &jpg, &n, &err);
+    img_free(&im);
+    long done = 0;
+    double t0 = now(), t = t0;
+    while (!rc && (t - t0 < o->seconds || done < 3)) {
+        rc = pipe_prepare_bytes(p, jpg, n, "synthetic", px, &err);
+        done++;
+        t = now();
+    }
+    if (rc)
+        rc = cmd_fail("bench", &err);
+    else
+        printf("{\"what\": \"preprocess\", \"image\": \"synthetic %dx%d jpeg\", \"dct_scaling\": %s, "
+               "\"ms_per_image\": %.2f, \"images_per_s\": %.2f}\n",
+               o->syn_w, o->syn_h, o->full_decode ? "false" : "true", (t - t0) / done * 1e3,
+               done / (t - t0));
+    free(jpg);
+    free(px);
+    pipe_free(p);
+    return rc;
+}
+
 static int bench_files(struct bopts *o, int embed)
 {
+    if (!embed && o->syn_w)
+        return bench_synthetic(o);
     if (o->nfiles == 0)
         return cmd_usage_error("bench", "give image files to read");
     struct pipe_opts po = {.prec = o->prec, .skip_text = 1, .full_decode = o->full_decode};
@@ -289,7 +338,7 @@ static int run(int argc, char **argv)
                 "  embed --model DIR [--batch N] [--precision P] [--seconds S]\n"
                 "  text  --model DIR [--batch N] [--precision P] [--seconds S]\n"
                 "  gemm  [--seconds S]\n"
-                "  preprocess --model DIR [--full-decode] FILE...\n"
+                "  preprocess --model DIR [--full-decode] (FILE... | --synthetic WxH)\n"
                 "  index --model DIR [--batch N] [--precision P] FILE...\n"
                 "  ann --base F --queries F --truth F --dim D [...] (see bench ann --help)\n");
         return argc < 2 ? 2 : 0;

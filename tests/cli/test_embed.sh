@@ -86,4 +86,15 @@ t_grep "$ERR" 'byte 4'
 t_run 0 "$BIN" tokenize --model "$MODEL" --context 5 "one two three four five six"
 t_grep "$OUT" '"ids": \[49406, [0-9]+, [0-9]+, [0-9]+, 49407\]'
 
+# bench commands print their JSON lines (figures are for `make bench`)
+t_run 0 "$BIN" bench embed --model "$MODEL" --batch 2 --precision fp32 --seconds 0.05
+t_grep "$OUT" '^\{"what": "image", "batch": 2, "precision": "fp32", "images_per_s": [0-9.]+, "ms_per_batch": [0-9.]+'
+t_run 0 "$BIN" bench text --model "$MODEL" --batch 3 --precision bf16 --seconds 0.05
+t_grep "$OUT" '^\{"what": "text", "batch": 3, "precision": "bf16", "texts_per_s": [0-9.]+, "ms_per_batch": [0-9.]+\}$'
+t_run 0 "$BIN" bench index --model "$MODEL" --seconds 0.05 "$MODEL/images/fruits.jpg" "$MODEL/images/coffee.png"
+t_grep "$OUT" '^\{"what": "index", "images": [0-9]+, "precision": "(fp32|bf16)", "images_per_s": [0-9.]+\}$'
+t_run 0 "$BIN" bench preprocess --model "$MODEL" --seconds 0.05 --synthetic 640x480
+t_grep "$OUT" '"image": "synthetic 640x480 jpeg", "dct_scaling": true'
+t_run 2 "$BIN" bench embed --model "$MODEL" --batch 0
+t_run 2 "$BIN" bench nosuch
 t_done
