@@ -53,7 +53,7 @@ else
 Q := @
 endif
 
-.PHONY: all debug asan check test bench fuzz-smoke clean demo tests
+.PHONY: all debug asan check test bench fuzz-smoke clean demo tests deps
 all: $(BIN)
 ifeq ($(BUILD),release)
 all: imgsearch
@@ -89,8 +89,13 @@ $(B)/fuzz/replay_%: $(B)/fuzz/%.o $(B)/fuzz/replay.o $(B)/libimgsearch.a
 
 tests: $(BIN) $(TEST_BINS) $(REPLAY_BINS)
 
+# The Debian packages (idempotent; a no-op when all are present).
+deps:
+	@scripts/install-deps
+
 # Every test: unit binaries, fuzz corpora replayed, CLI tests on the binary.
-check: tests
+check: deps
+	@$(MAKE) --no-print-directory tests
 	@BUILD_DIR=$(B) tests/run
 
 test: check
