@@ -124,8 +124,10 @@ fuzz-smoke: $(FUZZ_SRCS:fuzz/%.c=$(F)/%)
 	@set -e; for t in $^; do n=$$(basename $$t); \
 	  mkdir -p $(F)/corpus-$$n; \
 	  echo "fuzz-smoke: $$n for $(FUZZ_SECONDS) s"; \
-	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
-	      -print_final_stats=0 $(F)/corpus-$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -n 3; \
+	  if $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+	      $(F)/corpus-$$n fuzz/corpus/$${n#fuzz_} >$(F)/$$n.log 2>&1; then \
+	    grep -E '^Done [0-9]+ runs' $(F)/$$n.log; \
+	  else tail -n 40 $(F)/$$n.log; echo "fuzz-smoke: $$n FAILED"; exit 1; fi; \
 	done
 
 clean:
@@ -140,3 +142,10 @@ clean:
 $(B)/bench/gen_vectors: bench/gen_vectors.c $(B)/libimgsearch.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+# The HTTP concurrency test and loopback benchmark client (tests/http/load.c,
+# libcurl + pthreads), used by tests/cli/test_serve.sh and bench/http.sh.
+$(B)/tests/http/load: tests/http/load.c $(B)/libimgsearch.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+tests: $(B)/tests/http/load
