@@ -1,0 +1,248 @@
+/* search.c - `imgsearch search`: the items nearest to an image, a text, or
+ * a stored item, best first.
+ *
+ * Design:
+ *  1. The store is opened before the model: a missing store costs no model
+ *     load, and --like never loads one (it searches with the item's stored
+ *     embedding, so the item itself comes first with score 1).
+ *  2. The query vector comes from the same pipeline as `embed` and `index`,
+ *     so a query image that is in the store scores 1 against itself.
+ *  3. Output: a table for people (scores to 4 decimals), or one JSON line
+ *     per hit with --json.
+ */
+#include "cmd/cmd.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipe/pipe.h"
+#include "store/store.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: imgsearch search --store PATH [--model DIR] (--image FILE | --text TEXT |\n"
+            "                        --like ID) [options]\n"
+            "\n"
+            "Prints the items most similar to the query, best first: a table (rank, score,\n"
+            "id, source, metadata), or with --json one line per hit:\n"
+            "  {\"rank\": 1, \"id\": ..., \"score\": 0.91, \"source\": ..., \"metadata\": {...}}\n"
+            "Scores are cosine similarities. --like searches with a stored item's\n"
+            "embedding (it comes first, score 1) and needs no model.\n"
+            "\n"
+            "options:\n"
+            "  --store PATH         the store\n"
+            "  --model DIR          model folder (default $IMGSEARCH_MODEL); must be the\n"
+            "                       store's model\n"
+            "  --image FILE         query with an image\n"
+            "  --text TEXT          query with a text\n"
+            "  --like ID            query with the embedding of item ID\n"
+            "  -k N, --k N          hits to return (default 10)\n"
+            "  --offset N           skip the first N hits (paging)\n"
+            "  --filter KEY=VALUE   only items whose metadata field KEY equals VALUE\n"
+            "                       (repeatable, ANDed; numbers match numerically)\n"
+            "  --min-score X        drop hits scoring below X (-1..1)\n"
+            "  --ef N               search width of the index (default: the store's)\n"
+            "  --precision P        auto (default), fp32 or bf16\n"
+            "  --json               JSON lines instead of a table\n"
+            "  --help               this text\n");
+}
+
+static void print_table(const struct store_hit *h, size_t n, int offset)
+{
+    int idw = 2, srcw = 6;
+    for (size_t i = 0; i < n; i++) {
+        int l = (int)strlen(h[i].id);
+        if (l > idw)
+            idw = l;
+        l = h[i].source ? (int)strlen(h[i].source) : 1;
+        if (l > srcw)
+            srcw = l;
+    }
+    if (idw > 40)
+        idw = 40;
+    if (srcw > 60)
+        srcw = 60;
+    printf("%4s  %-6s  %-*s  %-*s  %s\n", "rank", "score", idw, "id", srcw, "source", "metadata");
+    for (size_t i = 0; i < n; i++)
+        printf("%4d  %6.4f  %-*s  %-*s  %s\n", offset + (int)i + 1, (double)h[i].score, idw,
+               h[i].id, srcw, h[i].source ? h[i].source : "-",
+               strcmp(h[i].metadata, "{}") ? h[i].metadata : "");
+}
+
+static void print_json(const struct store_hit *h, size_t n, int offset)
+{
+    for (size_t i = 0; i < n; i++) {
+        printf("{\"rank\": %d, \"id\": ", offset + (int)i + 1);
+        cmd_json_str(stdout, h[i].id);
+        printf(", \"score\": %.6f, \"source\": ", (double)h[i].score);
+        if (h[i].source)
+            cmd_json_str(stdout, h[i].source);
+        else
+            fputs("null", stdout);
+        /* the store keeps metadata as compact JSON text (a JSON object) */
+        printf(", \"metadata\": %s}\n", h[i].metadata);
+    }
+}
+
+static int run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"store", required_argument, 0, 's'},     {"model", required_argument, 0, 'm'},
+        {"image", required_argument, 0, 'i'},     {"text", required_argument, 0, 't'},
+        {"like", required_argument, 0, 'l'},      {"k", required_argument, 0, 'k'},
+        {"offset", required_argument, 0, 'o'},    {"filter", required_argument, 0, 'f'},
+        {"min-score", required_argument, 0, 'S'}, {"ef", required_argument, 0, 'e'},
+        {"precision", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
+    };
+    const char *store = NULL, *model = NULL, *image = NULL, *text = NULL, *like = NULL;
+    long k = 10, offset = 0, ef = 0;
+    double min_score = -1;
+    int json = 0, c, nq = 0;
+    struct store_filter filters[STORE_FILTERS_MAX];
+    int nf = 0;
+    struct pipe_opts po = {0};
+    struct err err = {0};
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "k:", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': store = optarg; break;
+        case 'm': model = optarg; break;
+        case 'i': image = optarg; nq++; break;
+        case 't': text = optarg; nq++; break;
+        case 'l': like = optarg; nq++; break;
+        case 'j': json = 1; break;
+        case 'k':
+            if (cmd_parse_int("search", "-k", optarg, 1, STORE_K_MAX, &k))
+                return 2;
+            break;
+        case 'o':
+            if (cmd_parse_int("search", "--offset", optarg, 0, STORE_K_MAX - 1, &offset))
+                return 2;
+            break;
+        case 'e':
+            if (cmd_parse_int("search", "--ef", optarg, 1, 100000, &ef))
+                return 2;
+            break;
+        case 'S':
+            if (cmd_parse_double("search", "--min-score", optarg, -1, 1, &min_score))
+                return 2;
+            break;
+        case 'p':
+            if (pipe_parse_precision(optarg, &po.prec, &err))
+                return cmd_usage_error("search", "%s", err.msg);
+            break;
+        case 'f': {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return cmd_usage_error("search", "--filter takes KEY=VALUE, not '%s'", optarg);
+            if (nf == STORE_FILTERS_MAX)
+                return cmd_usage_error("search", "at most %d filters", STORE_FILTERS_MAX);
+            *eq = 0; /* argv is ours to cut */
+            filters[nf++] = (struct store_filter){optarg, eq + 1};
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default:
+            return cmd_usage_error("search", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cmd_usage_error("search", "unexpected argument '%s'", argv[optind]);
+    if (!store)
+        return cmd_usage_error("search", "--store PATH is required");
+    if (nq != 1)
+        return cmd_usage_error("search", "give one query: --image FILE, --text TEXT or --like ID");
+    if (k + offset > STORE_K_MAX)
+        return cmd_usage_error("search", "-k + --offset must be at most %d", STORE_K_MAX);
+    if (!like && !(model = cmd_model_dir(model)))
+        return cmd_usage_error("search", "--model DIR is required (or set IMGSEARCH_MODEL)");
+
+    struct store *st = NULL;
+    struct pipe *p = NULL;
+    struct store_item item = {0};
+    struct store_hit *hits = NULL;
+    size_t nh = 0;
+    float *vec = NULL, *pixels = NULL;
+    int rc;
+    struct store_options so = {0};
+    if ((rc = store_open(&st, store, &so, &err)))
+        goto fail;
+    if (like) {
+        if ((rc = store_get(st, like, &item, &err)))
+            goto fail;
+        if (!item.embedding) {
+            rc = err_set(&err, ERR_CONFLICT, "item '%s' has no embedding yet (run imgsearch "
+                         "index or reindex)", like);
+            goto fail;
+        }
+        vec = item.embedding;
+    } else {
+        po.skip_text = text == NULL;
+        if ((rc = pipe_open(&p, model, &po, &err)))
+            goto fail;
+        const char *mid = clip_model_id(p->model);
+        if (strcmp(mid, store_model(st)) || p->dim != store_dim(st)) {
+            rc = err_set(&err, ERR_MODEL_MISMATCH,
+                         "%s: the store holds embeddings of model '%s' (dimension %d), not "
+                         "'%s' (dimension %d); search with the store's model, or run "
+                         "'imgsearch reindex --store %s --model %s'",
+                         store, store_model(st), store_dim(st), mid, p->dim, store, model);
+            goto fail;
+        }
+        if (!(vec = malloc(sizeof(float) * (size_t)p->dim))) {
+            rc = err_set(&err, ERR_NOMEM, "no memory");
+            goto fail;
+        }
+        if (text)
+            rc = pipe_embed_text(p, text, vec, 0, &err);
+        else {
+            pixels = malloc(sizeof(float) * 3 * (size_t)p->size * (size_t)p->size);
+            if (!pixels)
+                rc = err_set(&err, ERR_NOMEM, "no memory");
+            else if (!(rc = pipe_prepare_file(p, image, pixels, &err)))
+                rc = pipe_embed_pixels(p, pixels, 1, vec, 0, &err);
+        }
+        if (rc)
+            goto fail;
+    }
+    struct store_query q = {
+        .vec = vec,
+        .k = (int)k,
+        .offset = (int)offset,
+        .min_score = (float)min_score,
+        .filters = nf ? filters : NULL,
+        .n_filters = nf,
+        .ef = (int)ef,
+    };
+    if ((rc = store_search(st, &q, &hits, &nh, &err)))
+        goto fail;
+    if (json)
+        print_json(hits, nh, (int)offset);
+    else if (nh)
+        print_table(hits, nh, (int)offset);
+    else
+        fprintf(stderr, "imgsearch search: no results\n");
+    rc = 0;
+    goto out;
+fail:
+    rc = cmd_fail("search", &err);
+out:
+    store_hits_free(hits, nh);
+    if (!like)
+        free(vec);
+    free(pixels);
+    store_item_clear(&item);
+    pipe_free(p);
+    if (st) {
+        struct err ce;
+        if (store_close(st, &ce) && !rc)
+            rc = cmd_fail("search", &ce);
+    }
+    return rc;
+}
+
+const struct cmd cmd_search = {"search", "search a store by image, text or item", run};
