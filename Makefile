@@ -147,5 +147,6 @@ $(B)/bench/gen_vectors: bench/gen_vectors.c $(B)/libimgsearch.a
 # libcurl + pthreads), used by tests/cli/test_serve.sh and bench/http.sh.
 $(B)/tests/http/load: tests/http/load.c $(B)/libimgsearch.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 tests: $(B)/tests/http/load

@@ -9,6 +9,12 @@ static const struct cmd *const commands[] = {
     &cmd_model,
     &cmd_bench,
     &cmd_classify,
+    &cmd_index,
+    &cmd_reindex,
+    &cmd_search,
+    &cmd_items,
+    &cmd_duplicates,
+    &cmd_serve,
     &cmd_tokenize,
 };
 

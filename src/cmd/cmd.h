@@ -24,6 +24,8 @@ extern const struct cmd cmd_model;
 extern const struct cmd cmd_bench;
 extern const struct cmd cmd_tokenize;
 extern const struct cmd cmd_classify;
+extern const struct cmd cmd_serve;
+extern const struct cmd cmd_index, cmd_reindex, cmd_search, cmd_items, cmd_duplicates;
 
 /* Prints "imgsearch CMD: message" on stderr and returns the exit code of
  * the error (2 for bad input). */
