@@ -1,0 +1,339 @@
+/* serve.c - `imgsearch serve`: the HTTP service (src/http/).
+ *
+ * Every option can also come from the environment: --max-batch is
+ * IMGSEARCH_MAX_BATCH, --catalog is IMGSEARCH_CATALOG (folders separated by
+ * ':'), flags take 1/0. The command line wins over the environment.
+ *
+ * The listener starts first and the model loads on another thread, so a
+ * load balancer sees /health answer "loading" at once. SIGTERM or SIGINT
+ * (blocked in every thread, taken with sigtimedwait here) starts a
+ * graceful shutdown; a second one ends the process at once.
+ */
+#include "cmd/cmd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http/http.h"
+#include "pipe/pipe.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: imgsearch serve --store PATH --model DIR [options]\n"
+            "\n"
+            "Serves the HTTP API and the search page. Prints \"listening on http://HOST:PORT\"\n"
+            "on stderr as soon as it accepts connections; the model loads after that\n"
+            "(/health says \"loading\", model routes answer 503 with Retry-After).\n"
+            "\n"
+            "options (environment variable in brackets):\n"
+            "  --store PATH            the store, created if missing [IMGSEARCH_STORE]\n"
+            "  --model DIR             model folder [IMGSEARCH_MODEL]\n"
+            "  --listen HOST:PORT      address (default 127.0.0.1:8001; port 0: any free port)\n"
+            "                          [IMGSEARCH_LISTEN]\n"
+            "  --catalog DIR           folder of images to index and embed in the background;\n"
+            "                          repeatable [IMGSEARCH_CATALOG, ':'-separated]\n"
+            "  --api-key KEY           required for writes (PUT, DELETE), as\n"
+            "                          \"Authorization: Bearer KEY\" or \"X-API-Key: KEY\"\n"
+            "                          [IMGSEARCH_API_KEY]\n"
+            "  --api-key-all           require the key for reads too (not / and /health)\n"
+            "                          [IMGSEARCH_API_KEY_ALL]\n"
+            "  --max-batch N           images per forward pass (default 16) [IMGSEARCH_MAX_BATCH]\n"
+            "  --batch-wait-ms N       longest wait for a batch to fill (default 5)\n"
+            "  --batch-limit N         images per /extract-features-batch request (default 64)\n"
+            "  --max-body-mb N         request body limit in MB (default 20)\n"
+            "  --threads N             request worker threads (default 2 x cores, at least 4)\n"
+            "  --poll-threads N        connection threads (default: cores, at most 4)\n"
+            "  --max-connections N     open connections at most (default 1024)\n"
+            "  --timeout-s N           close connections idle for N s (default 30)\n"
+            "  --request-timeout-s N   cut requests whose body takes longer (default 60)\n"
+            "  --max-queue N           requests waiting for a worker before 503 (default 1024)\n"
+            "  --precision P           auto (default), fp32 or bf16 [IMGSEARCH_PRECISION]\n"
+            "  --max-pixels N          refuse images over N pixels (default 50000000)\n"
+            "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
+            "  --precompute-pause-ms N sleep between background batches (default 0)\n"
+            "  --load-delay-ms N       wait before loading the model (for tests)\n"
+            "  --quiet                 log only errors\n"
+            "  --help                  this text\n"
+            "\n"
+            "Each option FOO-BAR is also read from IMGSEARCH_FOO_BAR.\n");
+}
+
+enum {
+    O_STORE = 1, O_MODEL, O_LISTEN, O_CATALOG, O_KEY, O_KEY_ALL, O_MAX_BATCH, O_WAIT,
+    O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
+    O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
+};
+
+static const struct option opts[] = {
+    {"store", required_argument, 0, O_STORE},
+    {"model", required_argument, 0, O_MODEL},
+    {"listen", required_argument, 0, O_LISTEN},
+    {"catalog", required_argument, 0, O_CATALOG},
+    {"api-key", required_argument, 0, O_KEY},
+    {"api-key-all", no_argument, 0, O_KEY_ALL},
+    {"max-batch", required_argument, 0, O_MAX_BATCH},
+    {"batch-wait-ms", required_argument, 0, O_WAIT},
+    {"batch-limit", required_argument, 0, O_BATCH_LIMIT},
+    {"max-body-mb", required_argument, 0, O_BODY},
+    {"threads", required_argument, 0, O_THREADS},
+    {"poll-threads", required_argument, 0, O_POLL},
+    {"max-connections", required_argument, 0, O_MAXCONN},
+    {"timeout-s", required_argument, 0, O_TIMEOUT},
+    {"request-timeout-s", required_argument, 0, O_REQ_TIMEOUT},
+    {"max-queue", required_argument, 0, O_QUEUE},
+    {"precision", required_argument, 0, O_PRECISION},
+    {"max-pixels", required_argument, 0, O_MAXPX},
+    {"full-decode", no_argument, 0, O_FULL},
+    {"precompute-pause-ms", required_argument, 0, O_PAUSE},
+    {"load-delay-ms", required_argument, 0, O_DELAY},
+    {"quiet", no_argument, 0, O_QUIET},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+#define MAX_CATALOGS 64
+
+struct serve_opts {
+    struct http_config cfg;
+    const char *catalogs[MAX_CATALOGS];
+    int ncat;              /* from the command line */
+    char *env_catalogs;    /* copy of IMGSEARCH_CATALOG, split in place */
+    const char *env_cat[MAX_CATALOGS];
+    int nenv;
+    long body_mb;
+    int quiet;
+};
+
+static atomic_int quiet_log;
+
+static void log_line(const char *msg)
+{
+    if (atomic_load(&quiet_log) && !strstr(msg, "error") && !strstr(msg, "fail"))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ imgsearch serve: %s\n",
+            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+            ts.tv_nsec / 1000000, msg);
+}
+
+/* Applies one option value (from argv or the environment, named by src). */
+static int apply(struct serve_opts *o, int id, const char *v, const char *src, int from_env)
+{
+    struct http_config *c = &o->cfg;
+    long n = 0;
+    struct err err = {0};
+#define INT(lo, hi) if (cmd_parse_int("serve", src, v, lo, hi, &n)) return 2
+    switch (id) {
+    case O_STORE: c->store = v; break;
+    case O_MODEL: c->model = v; break;
+    case O_LISTEN: c->listen = v; break;
+    case O_CATALOG:
+        if (from_env) {
+            free(o->env_catalogs);
+            o->env_catalogs = strdup(v);
+            o->nenv = 0;
+            for (char *sv, *t = o->env_catalogs ? strtok_r(o->env_catalogs, ":", &sv) : NULL; t;
+                 t = strtok_r(NULL, ":", &sv))
+                if (o->nenv < MAX_CATALOGS)
+                    o->env_cat[o->nenv++] = t;
+        } else {
+            if (o->ncat == MAX_CATALOGS)
+                return cmd_usage_error("serve", "at most %d --catalog folders", MAX_CATALOGS);
+            o->catalogs[o->ncat++] = v;
+        }
+        break;
+    case O_KEY: c->api_key = v; break;
+    case O_KEY_ALL:
+    case O_FULL:
+    case O_QUIET: {
+        int b = 1;
+        if (from_env) {
+            b = !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") ? 1
+                : !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !*v ? 0 : -1;
+            if (b < 0)
+                return cmd_usage_error("serve", "%s must be 1 or 0, not '%s'", src, v);
+        }
+        if (id == O_KEY_ALL)
+            c->api_key_all = b;
+        else if (id == O_FULL)
+            c->pipe.full_decode = b;
+        else
+            o->quiet = b;
+        break;
+    }
+    case O_MAX_BATCH: INT(1, 256); c->max_batch = (int)n; break;
+    case O_WAIT: INT(0, 1000); c->batch_wait_ms = (int)n; break;
+    case O_BATCH_LIMIT: INT(1, 1024); c->batch_limit = (int)n; break;
+    case O_BODY: INT(1, 4096); o->body_mb = n; break;
+    case O_THREADS: INT(1, 256); c->threads = (int)n; break;
+    case O_POLL: INT(1, 64); c->poll_threads = (int)n; break;
+    case O_MAXCONN: INT(1, 100000); c->max_connections = (int)n; break;
+    case O_TIMEOUT: INT(1, 86400); c->idle_timeout_s = (int)n; break;
+    case O_REQ_TIMEOUT: INT(1, 86400); c->request_timeout_s = (int)n; break;
+    case O_QUEUE: INT(1, 1000000); c->max_queue = (int)n; break;
+    case O_PRECISION:
+        if (pipe_parse_precision(v, &c->pipe.prec, &err))
+            return cmd_usage_error("serve", "%s: %s", src, err.msg);
+        break;
+    case O_MAXPX: INT(1, 1000000000L); c->pipe.max_pixels = (uint64_t)n; break;
+    case O_PAUSE: INT(0, 600000); c->precompute_pause_ms = (int)n; break;
+    case O_DELAY: INT(0, 600000); c->load_delay_ms = (int)n; break;
+    default: return 2;
+    }
+#undef INT
+    return 0;
+}
+
+/* IMGSEARCH_FOO_BAR for --foo-bar. */
+static void env_name(const char *opt, char *out, size_t n)
+{
+    size_t o = (size_t)snprintf(out, n, "IMGSEARCH_");
+    for (; *opt && o + 1 < n; opt++)
+        out[o++] = *opt == '-' ? '_' : (char)(*opt >= 'a' && *opt <= 'z' ? *opt - 32 : *opt);
+    out[o] = 0;
+}
+
+struct loader {
+    struct http_server *s;
+    atomic_int done;  /* 1 ok, -1 failed */
+    struct err err;
+};
+
+static void *load_main(void *arg)
+{
+    struct loader *l = arg;
+    int rc = http_server_load(l->s, &l->err);
+    atomic_store(&l->done, rc ? -1 : 1);
+    return NULL;
+}
+
+static int run(int argc, char **argv)
+{
+    struct serve_opts o = {.body_mb = 20};
+    o.cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
+    int rc = 0, c;
+    /* environment first, the command line overrides it */
+    for (const struct option *op = opts; op->name; op++) {
+        if (op->val == O_HELP)
+            continue;
+        char name[64];
+        env_name(op->name, name, sizeof name);
+        const char *v = getenv(name);
+        if (v && (*v || op->has_arg == no_argument) && (rc = apply(&o, op->val, v, name, 1)))
+            goto out;
+    }
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == O_HELP) {
+            usage(stdout);
+            goto out;
+        }
+        if (c == '?' || c == ':') {
+            rc = cmd_usage_error("serve", "unknown option or missing value: '%s'",
+                                 argv[optind - 1]);
+            goto out;
+        }
+        char src[64];
+        snprintf(src, sizeof src, "--%s", opts[0].name);
+        for (const struct option *op = opts; op->name; op++)
+            if (op->val == c)
+                snprintf(src, sizeof src, "--%s", op->name);
+        if ((rc = apply(&o, c, optarg ? optarg : "1", src, 0)))
+            goto out;
+    }
+    if (optind < argc) {
+        rc = cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+        goto out;
+    }
+    if (!o.cfg.store || !*o.cfg.store) {
+        rc = cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
+        goto out;
+    }
+    if (strstr(o.cfg.store, "://")) {
+        rc = cmd_usage_error("serve", "--store %s: only the embedded store (a file path) is "
+                             "supported by serve", o.cfg.store);
+        goto out;
+    }
+    if (!(o.cfg.model = cmd_model_dir(o.cfg.model))) {
+        rc = cmd_usage_error("serve", "--model DIR is required (or set IMGSEARCH_MODEL)");
+        goto out;
+    }
+    if (o.ncat) {
+        o.cfg.catalogs = o.catalogs;
+        o.cfg.ncatalogs = o.ncat;
+    } else {
+        o.cfg.catalogs = o.env_cat;
+        o.cfg.ncatalogs = o.nenv;
+    }
+    o.cfg.max_body = (size_t)o.body_mb << 20;
+    o.cfg.version = IMGSEARCH_VERSION;
+    o.cfg.log = log_line;
+    atomic_store(&quiet_log, o.quiet);
+
+    /* SIGTERM/SIGINT go to sigtimedwait below: block them before any
+     * thread exists so every thread inherits the mask */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct err err = {0};
+    struct http_server *s = NULL;
+    if (http_server_start(&s, &o.cfg, &err)) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        rc = cmd_fail("serve", &err);
+        goto out;
+    }
+    fprintf(stderr, "listening on %s\n", http_server_url(s));
+    fflush(stderr);
+    struct loader l = {.s = s};
+    pthread_t lt;
+    int loading = pthread_create(&lt, NULL, load_main, &l) == 0;
+    if (!loading) {
+        err_set(&l.err, ERR_INTERNAL, "cannot start the loader thread");
+        atomic_store(&l.done, -1);
+    }
+    int sig = 0;
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        siginfo_t si;
+        sig = sigtimedwait(&set, &si, &ts);
+        if (sig > 0 || atomic_load(&l.done) < 0)
+            break;
+    }
+    /* a second signal ends the process the default way */
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (sig > 0)
+        log_line(sig == SIGTERM ? "SIGTERM: shutting down" : "SIGINT: shutting down");
+    if (loading)
+        pthread_join(lt, NULL);
+    if (atomic_load(&l.done) < 0) {
+        rc = cmd_fail("serve", &l.err);
+        http_server_free(s, NULL);
+        goto out;
+    }
+    http_server_shutdown(s, 30);
+    if (http_server_free(s, &err)) {
+        rc = cmd_fail("serve", &err);
+        goto out;
+    }
+    log_line("stopped; the store is closed");
+out:
+    free(o.env_catalogs);
+    return rc;
+}
+
+const struct cmd cmd_serve = {"serve", "the HTTP API and search page", run};

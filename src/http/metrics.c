@@ -1,0 +1,180 @@
+/* metrics.c - Prometheus text format for the HTTP service (see metrics.h).
+ *
+ * 1. Routes are a closed enum and statuses a fixed list, so every series
+ *    is a slot in a fixed array: no allocation and no lock per request.
+ * 2. Histograms keep per-bucket counts and are made cumulative when
+ *    rendered, as the format requires (le="..." buckets, _sum, _count).
+ * Reference: https://prometheus.io/docs/instrumenting/exposition_formats/
+ */
+#include "http/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int statuses[HTTP_METRICS_STATUSES - 1] = {
+    200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500,
+};
+static const int n_statuses = sizeof statuses / sizeof statuses[0];
+
+static const double lat_bounds[HTTP_METRICS_LAT_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+const int http_metrics_batch_bounds[HTTP_METRICS_BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32,
+                                                                  64, 128, 256, 512};
+
+void http_metrics_init(struct http_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+static int status_index(int status)
+{
+    for (int i = 0; i < n_statuses; i++)
+        if (statuses[i] == status)
+            return i;
+    return status == 503 ? HTTP_METRICS_STATUSES - 1 : -1;
+}
+
+void http_metrics_request(struct http_metrics *m, enum http_route r, int status,
+                          double seconds)
+{
+    if ((unsigned)r >= HTTP_ROUTE_COUNT_)
+        r = HTTP_ROUTE_NONE;
+    int si = status_index(status);
+    /* statuses outside the table are rare (MHD's own 431 and the like):
+     * count them as 400 or 500 rather than drop them */
+    if (si < 0)
+        si = status_index(status >= 500 ? 500 : 400);
+    atomic_fetch_add_explicit(&m->requests[r][si], 1, memory_order_relaxed);
+    int b = 0;
+    while (b < HTTP_METRICS_LAT_BUCKETS && seconds > lat_bounds[b])
+        b++;
+    atomic_fetch_add_explicit(&m->lat[r][b], 1, memory_order_relaxed);
+    double us = seconds > 0 ? seconds * 1e6 : 0;
+    atomic_fetch_add_explicit(&m->lat_sum_us[r], (uint_fast64_t)us, memory_order_relaxed);
+}
+
+int http_metrics_batch_bucket(int n)
+{
+    int b = 0;
+    while (b < HTTP_METRICS_BATCH_BUCKETS && n > http_metrics_batch_bounds[b])
+        b++;
+    return b;
+}
+
+static uint64_t ld(atomic_uint_fast64_t *a)
+{
+    return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extra *x,
+                          size_t *len)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f)
+        return NULL;
+    fputs("# HELP imgsearch_http_requests_total HTTP requests by route and status.\n"
+          "# TYPE imgsearch_http_requests_total counter\n", f);
+    for (int r = 0; r < HTTP_ROUTE_COUNT_; r++)
+        for (int s = 0; s < HTTP_METRICS_STATUSES; s++) {
+            uint64_t v = ld(&m->requests[r][s]);
+            if (v)
+                fprintf(f, "imgsearch_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                        http_route_name((enum http_route)r),
+                        s < n_statuses ? statuses[s] : 503, (unsigned long long)v);
+        }
+    fputs("# HELP imgsearch_http_request_duration_seconds Time from the request's first "
+          "byte to the end of the reply.\n"
+          "# TYPE imgsearch_http_request_duration_seconds histogram\n", f);
+    for (int r = 0; r < HTTP_ROUTE_COUNT_; r++) {
+        uint64_t cum = 0, counts[HTTP_METRICS_LAT_BUCKETS + 1];
+        for (int b = 0; b <= HTTP_METRICS_LAT_BUCKETS; b++)
+            cum += counts[b] = ld(&m->lat[r][b]);
+        if (!cum)
+            continue;
+        const char *name = http_route_name((enum http_route)r);
+        cum = 0;
+        for (int b = 0; b < HTTP_METRICS_LAT_BUCKETS; b++) {
+            cum += counts[b];
+            fprintf(f, "imgsearch_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                    name, lat_bounds[b], (unsigned long long)cum);
+        }
+        cum += counts[HTTP_METRICS_LAT_BUCKETS];
+        fprintf(f, "imgsearch_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+                   "imgsearch_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                   "imgsearch_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                name, (unsigned long long)cum, name, (double)ld(&m->lat_sum_us[r]) / 1e6, name,
+                (unsigned long long)cum);
+    }
+    fprintf(f,
+            "# HELP imgsearch_embeddings_computed_total Embeddings computed, by input kind.\n"
+            "# TYPE imgsearch_embeddings_computed_total counter\n"
+            "imgsearch_embeddings_computed_total{kind=\"image\"} %llu\n"
+            "imgsearch_embeddings_computed_total{kind=\"text\"} %llu\n",
+            (unsigned long long)x->image_embeddings,
+            (unsigned long long)ld(&m->text_embeddings));
+    fputs("# HELP imgsearch_batch_size Images per forward pass of the dynamic batcher.\n"
+          "# TYPE imgsearch_batch_size histogram\n", f);
+    uint64_t cum = 0;
+    for (int b = 0; b < HTTP_METRICS_BATCH_BUCKETS; b++) {
+        cum += x->batch_hist[b];
+        fprintf(f, "imgsearch_batch_size_bucket{le=\"%d\"} %llu\n", http_metrics_batch_bounds[b],
+                (unsigned long long)cum);
+    }
+    cum += x->batch_hist[HTTP_METRICS_BATCH_BUCKETS];
+    fprintf(f,
+            "imgsearch_batch_size_bucket{le=\"+Inf\"} %llu\n"
+            "imgsearch_batch_size_sum %llu\n"
+            "imgsearch_batch_size_count %llu\n",
+            (unsigned long long)cum, (unsigned long long)x->batch_sum,
+            (unsigned long long)x->batches);
+    fprintf(f,
+            "# HELP imgsearch_forward_seconds_total Time spent in image forward passes.\n"
+            "# TYPE imgsearch_forward_seconds_total counter\n"
+            "imgsearch_forward_seconds_total %.6f\n"
+            "# HELP imgsearch_batch_queue_depth Images waiting for the batcher.\n"
+            "# TYPE imgsearch_batch_queue_depth gauge\n"
+            "imgsearch_batch_queue_depth %d\n"
+            "# HELP imgsearch_work_queue_depth Requests waiting for a worker thread.\n"
+            "# TYPE imgsearch_work_queue_depth gauge\n"
+            "imgsearch_work_queue_depth %d\n"
+            "# HELP imgsearch_rejected_busy_total Requests refused with 503 because the work queue was full.\n"
+            "# TYPE imgsearch_rejected_busy_total counter\n"
+            "imgsearch_rejected_busy_total %llu\n",
+            x->forward_seconds, x->queue_depth, x->work_queue,
+            (unsigned long long)ld(&m->rejected_busy));
+    if (x->items >= 0)
+        fprintf(f,
+                "# HELP imgsearch_items Items in the store.\n"
+                "# TYPE imgsearch_items gauge\n"
+                "imgsearch_items %lld\n"
+                "# HELP imgsearch_items_waiting Items waiting for an embedding.\n"
+                "# TYPE imgsearch_items_waiting gauge\n"
+                "imgsearch_items_waiting %lld\n",
+                (long long)x->items, (long long)x->waiting);
+    fprintf(f,
+            "# HELP imgsearch_precompute_embedded_total Items embedded by the background precompute.\n"
+            "# TYPE imgsearch_precompute_embedded_total counter\n"
+            "imgsearch_precompute_embedded_total %lld\n"
+            "# HELP imgsearch_precompute_failed_total Items the precompute could not embed.\n"
+            "# TYPE imgsearch_precompute_failed_total counter\n"
+            "imgsearch_precompute_failed_total %lld\n"
+            "# HELP imgsearch_loading 1 while the model loads.\n"
+            "# TYPE imgsearch_loading gauge\n"
+            "imgsearch_loading %d\n"
+            "# HELP imgsearch_uptime_seconds Seconds since the server started.\n"
+            "# TYPE imgsearch_uptime_seconds gauge\n"
+            "imgsearch_uptime_seconds %.3f\n",
+            (long long)x->precompute_embedded, (long long)x->precompute_failed, x->loading,
+            x->uptime_s);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}

@@ -1,0 +1,127 @@
+/* router.c - the route table of the API (see router.h).
+ *
+ * 1. Paths arrive raw: the server turns off libmicrohttpd's unescaping so
+ *    that "/items/a%2Fb/image" keeps its structure; ids are decoded here,
+ *    exactly once.
+ * 2. A known path with the wrong method is 405 with an Allow list (RFC
+ *    9110 section 15.5.6); HEAD is served wherever GET is.
+ */
+#include "http/router.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/parse.h"
+
+enum http_method http_method_of(const char *m)
+{
+    if (!m)
+        return HTTP_M_OTHER;
+    if (!strcmp(m, "GET"))
+        return HTTP_M_GET;
+    if (!strcmp(m, "HEAD"))
+        return HTTP_M_HEAD;
+    if (!strcmp(m, "POST"))
+        return HTTP_M_POST;
+    if (!strcmp(m, "PUT"))
+        return HTTP_M_PUT;
+    if (!strcmp(m, "DELETE"))
+        return HTTP_M_DELETE;
+    return HTTP_M_OTHER;
+}
+
+static const struct {
+    const char *path;
+    enum http_route route;
+    unsigned methods;
+} fixed[] = {
+    {"/", HTTP_ROUTE_PAGE, HTTP_M_GET | HTTP_M_HEAD},
+    {"/index.html", HTTP_ROUTE_PAGE, HTTP_M_GET | HTTP_M_HEAD},
+    {"/health", HTTP_ROUTE_HEALTH, HTTP_M_GET | HTTP_M_HEAD},
+    {"/metrics", HTTP_ROUTE_METRICS, HTTP_M_GET | HTTP_M_HEAD},
+    {"/extract-features", HTTP_ROUTE_FEATURES, HTTP_M_POST},
+    {"/extract-features-batch", HTTP_ROUTE_FEATURES_BATCH, HTTP_M_POST},
+    {"/search", HTTP_ROUTE_SEARCH, HTTP_M_POST},
+    {"/classify", HTTP_ROUTE_CLASSIFY, HTTP_M_POST},
+    {"/items", HTTP_ROUTE_ITEMS, HTTP_M_GET | HTTP_M_HEAD},
+    {"/items/", HTTP_ROUTE_ITEMS, HTTP_M_GET | HTTP_M_HEAD},
+};
+
+static void allow_list(unsigned methods, char *out, size_t n)
+{
+    static const struct {
+        unsigned m;
+        const char *name;
+    } names[] = {{HTTP_M_GET, "GET"}, {HTTP_M_HEAD, "HEAD"}, {HTTP_M_POST, "POST"},
+                 {HTTP_M_PUT, "PUT"}, {HTTP_M_DELETE, "DELETE"}};
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (methods & names[i].m)
+            o += (size_t)snprintf(out + o, n - o, "%s%s", o ? ", " : "", names[i].name);
+}
+
+static int method_check(struct http_match *m, unsigned allowed, struct err *err)
+{
+    if (m->method & allowed)
+        return 0;
+    allow_list(allowed, m->allow, sizeof m->allow);
+    return err_set(err, ERR_METHOD, "method not allowed here; allowed: %s", m->allow);
+}
+
+int http_route_match(const char *method, const char *path, struct http_match *m,
+                     struct err *err)
+{
+    memset(m, 0, sizeof *m);
+    m->method = http_method_of(method);
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(path, fixed[i].path)) {
+            m->route = fixed[i].route;
+            return method_check(m, fixed[i].methods, err);
+        }
+    static const char items[] = "/items/", image[] = "/image";
+    const size_t ni = sizeof items - 1, nm = sizeof image - 1;
+    if (strncmp(path, items, ni) != 0)
+        return err_set(err, ERR_NOT_FOUND, "no route for %.200s", path);
+    const char *rest = path + ni;
+    size_t n = strlen(rest);
+    unsigned allowed = HTTP_M_GET | HTTP_M_HEAD | HTTP_M_PUT | HTTP_M_DELETE;
+    m->route = HTTP_ROUTE_ITEM;
+    if (n > nm && !strcmp(rest + n - nm, image)) {
+        m->route = HTTP_ROUTE_ITEM_IMAGE;
+        n -= nm;
+        allowed = HTTP_M_GET | HTTP_M_HEAD;
+    }
+    int rc = method_check(m, allowed, err);
+    if (rc)
+        return rc;
+    if ((rc = http_pct_decode(rest, n, 0, &m->id, err))) {
+        err_prefix(err, "item id");
+        return rc;
+    }
+    return 0;
+}
+
+void http_match_clear(struct http_match *m)
+{
+    free(m->id);
+    m->id = NULL;
+}
+
+const char *http_route_name(enum http_route r)
+{
+    switch (r) {
+    case HTTP_ROUTE_PAGE: return "/";
+    case HTTP_ROUTE_HEALTH: return "/health";
+    case HTTP_ROUTE_METRICS: return "/metrics";
+    case HTTP_ROUTE_FEATURES: return "/extract-features";
+    case HTTP_ROUTE_FEATURES_BATCH: return "/extract-features-batch";
+    case HTTP_ROUTE_SEARCH: return "/search";
+    case HTTP_ROUTE_CLASSIFY: return "/classify";
+    case HTTP_ROUTE_ITEMS: return "/items";
+    case HTTP_ROUTE_ITEM: return "/items/{id}";
+    case HTTP_ROUTE_ITEM_IMAGE: return "/items/{id}/image";
+    default: return "other";
+    }
+}

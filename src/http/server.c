@@ -1,0 +1,937 @@
+/* server.c - libmicrohttpd glue: listening, request lifecycle, body
+ * collection with limits, authentication, the worker pool, replies, and
+ * the graceful shutdown.
+ *
+ * 1. The daemon runs its own poll threads (MHD_USE_INTERNAL_POLLING_THREAD
+ *    | MHD_USE_EPOLL, a thread pool) and we bind the socket ourselves, so
+ *    port 0 works and the real port is known before anything is printed.
+ * 2. Everything that can be refused is refused on the first call, before
+ *    the body is read: unknown route (404), method (405), API key (401),
+ *    loading (503), declared length over the limit (413), content type
+ *    (415). libmicrohttpd then closes the connection without reading the
+ *    body. A chunked body over the limit is drained and answered 413.
+ * 3. Bodies: multipart/form-data goes through MHD_create_post_processor
+ *    into http_parts; raw image/... and JSON bodies are appended to one
+ *    buffer (MHD gives no post processor for them).
+ * 4. Model and store work runs on worker threads: the connection is
+ *    suspended (MHD_ALLOW_SUSPEND_RESUME), the request queued, and the
+ *    worker resumes it when the reply is ready; MHD then calls us again
+ *    and we queue the reply. A full queue answers 503 at once.
+ * 5. URL unescaping is turned off so ids may contain encoded slashes; the
+ *    router and http__query decode exactly once.
+ * 6. Shutdown: MHD_quiesce_daemon stops accepting, requests already begun
+ *    finish (new ones on kept-alive connections get 503), then the daemon
+ *    stops and the background threads after it.
+ */
+#include "http/http_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/fsutil.h"
+
+double http__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void logf_(struct http_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(struct http_server *s, const char *fmt, ...)
+{
+    if (!s->cfg.log)
+        return;
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->cfg.log(msg);
+}
+
+void http_config_defaults(struct http_config *c)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    if (!c->listen || !*c->listen)
+        c->listen = "127.0.0.1:8001";
+    if (!c->max_batch)
+        c->max_batch = 16;
+    if (c->batch_wait_ms < 0)
+        c->batch_wait_ms = 5;
+    if (!c->batch_limit)
+        c->batch_limit = 64;
+    if (!c->max_body)
+        c->max_body = (size_t)20 << 20;
+    if (!c->threads)
+        c->threads = cores * 2 < 4 ? 4 : (int)(cores * 2 > 32 ? 32 : cores * 2);
+    if (!c->poll_threads)
+        c->poll_threads = cores > 4 ? 4 : (int)cores;
+    if (!c->max_connections)
+        c->max_connections = 1024;
+    if (!c->idle_timeout_s)
+        c->idle_timeout_s = 30;
+    if (!c->request_timeout_s)
+        c->request_timeout_s = 60;
+    if (!c->max_queue)
+        c->max_queue = 1024;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void reply_reset(struct http_reply *rp)
+{
+    if (rp->body && !rp->body_static)
+        free(rp->body);
+    if (rp->fd >= 0)
+        close(rp->fd);
+    memset(rp, 0, sizeof *rp);
+    rp->fd = -1;
+}
+
+void http__reply_bytes(struct http_req *r, int status, const char *ctype, char *buf,
+                       size_t len, int is_static)
+{
+    struct http_reply *rp = &r->reply;
+    int retry = rp->retry_after, chal = rp->challenge;
+    char allow[sizeof rp->allow];
+    memcpy(allow, rp->allow, sizeof allow);
+    reply_reset(rp);
+    rp->retry_after = retry;
+    rp->challenge = chal;
+    memcpy(rp->allow, allow, sizeof allow);
+    rp->status = status;
+    rp->ctype = ctype;
+    rp->body = buf;
+    rp->len = len;
+    rp->body_static = is_static;
+}
+
+void http__reply_json(struct http_req *r, int status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    if (!s) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot build the reply\"}}";
+        http__reply_bytes(r, 500, "application/json", (char *)oom, sizeof oom - 1, 1);
+        return;
+    }
+    size_t n = strlen(s);
+    s[n] = 0;
+    http__reply_bytes(r, status, "application/json", s, n, 0);
+}
+
+void http__reply_err(struct http_req *r, const struct err *e)
+{
+    int code = e && e->code ? e->code : ERR_INTERNAL;
+    const char *msg = e && e->msg[0] ? e->msg : "unknown error";
+    int status = err_http_status(code);
+    if (code == ERR_UNAVAILABLE && !r->reply.retry_after)
+        r->reply.retry_after = 1;
+    json_t *m = json_string(msg);
+    if (!m) /* not UTF-8 (a path from disk): keep it readable anyway */
+        m = json_stringn_nocheck(msg, strlen(msg));
+    json_t *j = json_pack("{s:{s:s,s:o}}", "error", "code", err_str(code), "message", m);
+    http__reply_json(r, status, j);
+    if (status >= 500 && code != ERR_UNAVAILABLE)
+        logf_(r->s, "%s %s: %d %s", http_route_name(r->m.route), r->m.id ? r->m.id : "", status,
+              msg);
+}
+
+void http__reply_errf(struct http_req *r, int code, const char *fmt, ...)
+{
+    struct err e = {code, ""};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+    va_end(ap);
+    http__reply_err(r, &e);
+}
+
+static enum MHD_Result send_reply(struct http_req *r)
+{
+    struct http_reply *rp = &r->reply;
+    struct MHD_Response *resp;
+    if (rp->fd >= 0) {
+        resp = MHD_create_response_from_fd64(rp->fd_len, rp->fd);
+        if (resp)
+            rp->fd = -1; /* MHD closes it */
+    } else {
+        resp = MHD_create_response_from_buffer(rp->len, rp->body,
+                                               rp->body_static ? MHD_RESPMEM_PERSISTENT
+                                                               : MHD_RESPMEM_MUST_FREE);
+        if (resp && !rp->body_static)
+            rp->body = NULL; /* MHD frees it */
+    }
+    if (!resp)
+        return MHD_NO;
+    if (rp->ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rp->ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            rp->cache ? "max-age=300" : "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (rp->allow[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rp->allow);
+    if (rp->retry_after) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", rp->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (rp->challenge)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"imgsearch\"");
+    if (atomic_load(&r->s->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)rp->status, resp);
+    MHD_destroy_response(resp);
+    r->phase = HTTP__PH_SENT;
+    return ret;
+}
+
+/* ---- request data ------------------------------------------------------- */
+
+const char *http__header(struct http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+static const char *keep(struct http_req *r, char *s)
+{
+    if (r->nstrs == r->capstrs) {
+        int nc = r->capstrs ? r->capstrs * 2 : 8;
+        char **v = realloc(r->strs, sizeof *v * (size_t)nc);
+        if (!v) {
+            free(s);
+            return NULL;
+        }
+        r->strs = v;
+        r->capstrs = nc;
+    }
+    r->strs[r->nstrs++] = s;
+    return s;
+}
+
+const char *http__query(struct http_req *r, const char *key)
+{
+    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+    if (!raw)
+        return NULL;
+    char *d;
+    if (http_pct_decode(raw, strlen(raw), 1, &d, NULL))
+        return NULL;
+    return keep(r, d);
+}
+
+struct each_ctx {
+    struct http_req *r;
+    const char *key;
+    int (*fn)(void *, const char *);
+    void *ctx;
+    int rc;
+};
+
+static enum MHD_Result each_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    struct each_ctx *e = cls;
+    if (!key || strcmp(key, e->key) != 0)
+        return MHD_YES;
+    char *d;
+    if (http_pct_decode(value ? value : "", value ? strlen(value) : 0, 1, &d, NULL))
+        return MHD_YES;
+    const char *v = keep(e->r, d);
+    if (v && (e->rc = e->fn(e->ctx, v)))
+        return MHD_NO;
+    return MHD_YES;
+}
+
+int http__query_each(struct http_req *r, const char *key,
+                     int (*fn)(void *ctx, const char *value), void *ctx)
+{
+    struct each_ctx e = {r, key, fn, ctx, 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, each_arg, &e);
+    return e.rc;
+}
+
+json_t *http__json(struct http_req *r, struct err *err)
+{
+    if (r->json)
+        return r->json;
+    if (r->kind != HTTP_BODY_JSON) {
+        err_set(err, ERR_INVALID_ARGUMENT, "the body is not JSON");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        err_set(err, ERR_INVALID_ARGUMENT, "the body is not valid JSON: line %d column %d: %s",
+                je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        err_set(err, ERR_INVALID_ARGUMENT, "the JSON body must be an object");
+        return NULL;
+    }
+    return r->json = j;
+}
+
+/* ---- request lifecycle --------------------------------------------------- */
+
+static void req_free(struct http_req *r)
+{
+    if (!r)
+        return;
+    if (r->pp)
+        MHD_destroy_post_processor(r->pp);
+    http_parts_free(&r->parts);
+    http_match_clear(&r->m);
+    free(r->body);
+    json_decref(r->json);
+    for (int i = 0; i < r->nstrs; i++)
+        free(r->strs[i]);
+    free(r->strs);
+    reply_reset(&r->reply);
+    free(r);
+}
+
+static int needs_model(enum http_route rt)
+{
+    return rt != HTTP_ROUTE_PAGE && rt != HTTP_ROUTE_HEALTH && rt != HTTP_ROUTE_METRICS;
+}
+
+static int takes_body(const struct http_req *r)
+{
+    return r->m.method == HTTP_M_POST || r->m.method == HTTP_M_PUT;
+}
+
+/* 1 when the request carries the API key (or none is needed). */
+static int authorized(struct http_req *r)
+{
+    const struct http_config *c = &r->s->cfg;
+    if (!c->api_key || !*c->api_key)
+        return 1;
+    enum http_route rt = r->m.route;
+    int write = r->m.method == HTTP_M_PUT || r->m.method == HTTP_M_DELETE;
+    int open = rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH;
+    if (!write && (open || !c->api_key_all))
+        return 1;
+    size_t n = 0;
+    const char *k = http_bearer_token(http__header(r, MHD_HTTP_HEADER_AUTHORIZATION), &n);
+    if (!k && (k = http__header(r, "X-API-Key")))
+        n = strlen(k);
+    return k && http_key_equal(k, n, c->api_key);
+}
+
+static enum MHD_Result on_post_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *filename, const char *ctype,
+                                    const char *enc, const char *data, uint64_t off,
+                                    size_t size)
+{
+    (void)kind;
+    (void)enc;
+    struct http_req *r = cls;
+    if (r->body_rc)
+        return MHD_YES;
+    struct err e = {0};
+    int rc = http_parts_add(&r->parts, key, filename, ctype, data, off, size, &e);
+    if (rc) {
+        r->body_rc = rc;
+        r->body_err = e;
+    }
+    return MHD_YES;
+}
+
+/* First call: route, refuse early, prepare the body. Leaves a reply in r
+ * when refused. */
+static void begin(struct http_req *r, const char *url, const char *method)
+{
+    struct http_server *s = r->s;
+    struct err e = {0};
+    int rc = http_route_match(method, url, &r->m, &e);
+    if (rc) {
+        if (rc == -ERR_METHOD)
+            memcpy(r->reply.allow, r->m.allow, sizeof r->reply.allow);
+        if (rc == -ERR_NOT_FOUND && r->m.route == HTTP_ROUTE_NONE)
+            snprintf(e.msg, sizeof e.msg, "no such endpoint: %s %.300s", method, url);
+        http__reply_err(r, &e);
+        return;
+    }
+    if (atomic_load(&s->draining)) {
+        r->reply.retry_after = 1;
+        http__reply_errf(r, ERR_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    if (!authorized(r)) {
+        r->reply.challenge = 1;
+        http__reply_errf(r, ERR_UNAUTHORIZED,
+                         "a valid API key is required (Authorization: Bearer KEY or X-API-Key)");
+        return;
+    }
+    if (needs_model(r->m.route) && atomic_load(&s->state) != HTTP__READY) {
+        r->reply.retry_after = atomic_load(&s->state) == HTTP__LOADING ? 1 : 30;
+        if (atomic_load(&s->state) == HTTP__LOADING)
+            http__reply_errf(r, ERR_UNAVAILABLE, "the model is loading; retry shortly");
+        else
+            http__reply_errf(r, ERR_UNAVAILABLE, "the model failed to load: %s", s->load_error);
+        return;
+    }
+    if (!takes_body(r))
+        return;
+    const char *cl = http__header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (!errno && end != cl && n > s->cfg.max_body) {
+            http__reply_errf(r, ERR_TOO_LARGE, "the body of %llu bytes is over the limit of %zu",
+                             n, s->cfg.max_body);
+            return;
+        }
+    }
+    r->kind = http_body_kind_of(http__header(r, MHD_HTTP_HEADER_CONTENT_TYPE));
+    if (r->kind == HTTP_BODY_OTHER) {
+        http__reply_errf(r, ERR_UNSUPPORTED_FORMAT,
+                         "Content-Type %.100s is not accepted: send multipart/form-data, "
+                         "application/json or an image/* body",
+                         http__header(r, MHD_HTTP_HEADER_CONTENT_TYPE));
+        return;
+    }
+    if (r->kind == HTTP_BODY_MULTIPART) {
+        r->parts.max_bytes = s->cfg.max_body;
+        r->parts.max_parts = (size_t)s->cfg.batch_limit + 64;
+        r->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_post_part, r);
+        if (!r->pp)
+            http__reply_errf(r, ERR_INVALID_ARGUMENT,
+                             "multipart/form-data without a boundary parameter");
+    }
+}
+
+/* A chunk of body. Returns 0, or -1 to drop the connection. */
+static int absorb(struct http_req *r, const char *data, size_t n)
+{
+    struct http_server *s = r->s;
+    r->received += n;
+    if (s->cfg.request_timeout_s && http__now() - r->t0 > s->cfg.request_timeout_s) {
+        logf_(s, "cut a request whose body took over %d s", s->cfg.request_timeout_s);
+        return -1;
+    }
+    if (r->received > s->cfg.max_body) {
+        if (!r->body_rc) {
+            r->body_rc = -ERR_TOO_LARGE;
+            err_set(&r->body_err, ERR_TOO_LARGE, "the body is over the limit of %zu bytes",
+                    s->cfg.max_body);
+        }
+        /* drain a modest excess to answer 413; a flood gets the door */
+        return r->received > 4 * s->cfg.max_body + (1u << 20) ? -1 : 0;
+    }
+    if (r->body_rc)
+        return 0;
+    if (r->pp) {
+        if (MHD_post_process(r->pp, data, n) != MHD_YES && !r->body_rc) {
+            r->body_rc = -ERR_INVALID_ARGUMENT;
+            err_set(&r->body_err, ERR_INVALID_ARGUMENT, "malformed multipart/form-data body");
+        }
+        return 0;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t nc = r->body_cap ? r->body_cap : 16384;
+        while (nc < r->body_len + n + 1)
+            nc *= 2;
+        uint8_t *b = realloc(r->body, nc);
+        if (!b) {
+            r->body_rc = -ERR_NOMEM;
+            err_set(&r->body_err, ERR_NOMEM, "out of memory for a %zu-byte body",
+                    r->body_len + n);
+            return 0;
+        }
+        r->body = b;
+        r->body_cap = nc;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0;
+    return 0;
+}
+
+static void end_body(struct http_req *r)
+{
+    if (r->pp) {
+        MHD_destroy_post_processor(r->pp);
+        r->pp = NULL;
+    }
+    if (r->body_rc) {
+        http__reply_err(r, &r->body_err);
+        return;
+    }
+    if (takes_body(r) && r->kind == HTTP_BODY_NONE && r->received > 0)
+        http__reply_errf(r, ERR_UNSUPPORTED_FORMAT,
+                         "a body needs a Content-Type: multipart/form-data, application/json "
+                         "or image/*");
+}
+
+/* Queues r for a worker, or answers 503 when the queue is full. */
+static enum MHD_Result submit(struct http_req *r)
+{
+    struct http_server *s = r->s;
+    pthread_mutex_lock(&s->qmu);
+    int full = s->qlen >= s->cfg.max_queue || s->qstop;
+    if (!full)
+        s->qlen++; /* reserve */
+    pthread_mutex_unlock(&s->qmu);
+    if (full) {
+        atomic_fetch_add(&s->metrics.rejected_busy, 1);
+        r->reply.retry_after = 1;
+        http__reply_errf(r, ERR_UNAVAILABLE, "the server is busy (%d requests queued)",
+                         s->cfg.max_queue);
+        return send_reply(r);
+    }
+    r->phase = HTTP__PH_WORKER;
+    MHD_suspend_connection(r->conn);
+    pthread_mutex_lock(&s->qmu);
+    r->next = NULL;
+    if (s->qtail)
+        s->qtail->next = r;
+    else
+        s->qhead = r;
+    s->qtail = r;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *data, size_t *size, void **ptr)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct http_req *r = *ptr;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->s = s;
+        r->conn = c;
+        r->t0 = http__now();
+        r->reply.fd = -1;
+        r->phase = HTTP__PH_BODY;
+        *ptr = r;
+        atomic_fetch_add(&s->inflight, 1);
+        begin(r, url, method);
+        return r->reply.status ? send_reply(r) : MHD_YES;
+    }
+    switch (r->phase) {
+    case HTTP__PH_DONE:
+        return send_reply(r);
+    case HTTP__PH_SENT:
+    case HTTP__PH_WORKER:
+        *size = 0; /* an early reply is out; ignore what still arrives */
+        return MHD_YES;
+    case HTTP__PH_BODY:
+        break;
+    }
+    if (*size) {
+        size_t n = *size;
+        *size = 0;
+        return absorb(r, data, n) ? MHD_NO : MHD_YES;
+    }
+    end_body(r);
+    if (r->reply.status)
+        return send_reply(r);
+    if (http__inline_route(r->m.route)) {
+        http__dispatch(r);
+        return send_reply(r);
+    }
+    return submit(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    (void)toe;
+    struct http_server *s = cls;
+    struct http_req *r = *ptr;
+    if (!r)
+        return;
+    *ptr = NULL;
+    if (r->reply.status)
+        http_metrics_request(&s->metrics, r->m.route, r->reply.status, http__now() - r->t0);
+    req_free(r);
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct http_server *s = cls;
+    if (!s->cfg.log)
+        return;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    logf_(s, "libmicrohttpd: %s", msg);
+}
+
+/* ---- worker pool ---------------------------------------------------------- */
+
+static void *worker(void *arg)
+{
+    struct http_server *s = arg;
+    struct http_worker w = {0};
+    for (;;) {
+        pthread_mutex_lock(&s->qmu);
+        while (!s->qhead && !s->qstop)
+            pthread_cond_wait(&s->qcv, &s->qmu);
+        struct http_req *r = s->qhead;
+        if (!r) {
+            pthread_mutex_unlock(&s->qmu);
+            break;
+        }
+        s->qhead = r->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        pthread_mutex_unlock(&s->qmu);
+        if (!w.px && atomic_load(&s->state) == HTTP__READY) {
+            size_t px = 3 * (size_t)s->pipe->size * (size_t)s->pipe->size;
+            w.cap = s->cfg.max_batch;
+            w.px = malloc(sizeof(float) * px * (size_t)w.cap);
+            w.vecs = malloc(sizeof(float) * (size_t)s->pipe->dim * (size_t)w.cap);
+        }
+        r->w = &w;
+        if (!w.px || !w.vecs)
+            http__reply_errf(r, ERR_NOMEM, "out of memory for the worker's buffers");
+        else
+            http__dispatch(r);
+        r->w = NULL;
+        r->phase = HTTP__PH_DONE;
+        /* r may be completed and freed by a poll thread from here on */
+        MHD_resume_connection(r->conn);
+        pthread_mutex_lock(&s->qmu);
+        s->qlen--; /* counts queued and running requests */
+        pthread_mutex_unlock(&s->qmu);
+    }
+    free(w.px);
+    free(w.vecs);
+    return NULL;
+}
+
+/* ---- listening ------------------------------------------------------------ */
+
+static int bind_listen(struct http_server *s, const char *listen_on, struct err *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen_on, ':');
+    if (!colon || colon == listen_on || !colon[1])
+        return err_set(err, ERR_INVALID_ARGUMENT, "--listen '%s' is not HOST:PORT", listen_on);
+    size_t hl = (size_t)(colon - listen_on);
+    if (hl >= sizeof host)
+        return err_set(err, ERR_INVALID_ARGUMENT, "--listen host too long");
+    memcpy(host, listen_on, hl);
+    host[hl] = 0;
+    char *h = host;
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+        h[hl - 1] = 0;
+        h++;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return err_set(err, ERR_INVALID_ARGUMENT, "--listen port '%s' is not 0..65535", colon + 1);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int g = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
+    if (g)
+        return err_set(err, ERR_INVALID_ARGUMENT, "--listen %s: %s", listen_on, gai_strerror(g));
+    int fd = -1, last = 0;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 511) == 0)
+            break;
+        last = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    if (fd < 0)
+        return err_set(err, ERR_IO, "cannot listen on %s: %s", listen_on, strerror(last));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int real_port = (int)port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        real_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    int v6 = strchr(h, ':') != NULL;
+    snprintf(s->url, sizeof s->url, "http://%s%.200s%s:%d", v6 ? "[" : "", *h ? h : "0.0.0.0",
+             v6 ? "]" : "", real_port);
+    s->listen_fd = fd;
+    return 0;
+}
+
+int http_server_start(struct http_server **out, const struct http_config *cfg,
+                      struct err *err)
+{
+    *out = NULL;
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    s->cfg = *cfg;
+    http_config_defaults(&s->cfg);
+    s->listen_fd = -1;
+    s->t_start = http__now();
+    http_metrics_init(&s->metrics);
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    pthread_mutex_init(&s->upload_mu, NULL);
+    atomic_init(&s->state, HTTP__LOADING);
+    json_object_seed(0); /* once, before threads race to do it */
+    int rc = bind_listen(s, s->cfg.listen, err);
+    if (rc)
+        goto fail;
+    s->workers = calloc((size_t)s->cfg.threads, sizeof *s->workers);
+    if (!s->workers) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (; s->nworkers < s->cfg.threads; s->nworkers++)
+        if (pthread_create(&s->workers[s->nworkers], NULL, worker, s) != 0) {
+            rc = err_set(err, ERR_INTERNAL, "cannot start worker thread %d", s->nworkers + 1);
+            goto fail;
+        }
+    s->d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.poll_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s,
+        MHD_OPTION_END);
+    if (!s->d) {
+        rc = err_set(err, ERR_INTERNAL, "libmicrohttpd did not start on %s", s->url);
+        goto fail;
+    }
+    *out = s;
+    return 0;
+fail:
+    http_server_free(s, NULL);
+    return rc;
+}
+
+const char *http_server_url(const struct http_server *s)
+{
+    return s->url;
+}
+
+/* ---- loading ----------------------------------------------------------------- */
+
+static int add_root(struct http_server *s, const char *dir, const char *prefix, struct err *err)
+{
+    char *real = realpath(dir, NULL);
+    if (!real)
+        return err_set(err, ERR_IO, "--catalog %s: %s", dir, strerror(errno));
+    struct stat sb;
+    if (stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        free(real);
+        return err_set(err, ERR_IO, "--catalog %s: not a folder", dir);
+    }
+    char **r = realloc(s->roots, sizeof *r * (size_t)(s->nroots + 1));
+    char **p = realloc(s->prefixes, sizeof *p * (size_t)(s->nroots + 1));
+    if (r)
+        s->roots = r;
+    if (p)
+        s->prefixes = p;
+    char *pf = strdup(prefix);
+    if (!r || !p || !pf) {
+        free(real);
+        free(pf);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    s->roots[s->nroots] = real;
+    s->prefixes[s->nroots] = pf;
+    s->nroots++;
+    return 0;
+}
+
+static void precompute_log(void *ctx, const char *msg)
+{
+    logf_(ctx, "%s", msg);
+}
+
+int http_server_load(struct http_server *s, struct err *err)
+{
+    const struct http_config *c = &s->cfg;
+    int rc = 0;
+    if (c->load_delay_ms > 0)
+        usleep((useconds_t)c->load_delay_ms * 1000);
+    struct pipe_opts po = c->pipe;
+    if ((rc = pipe_open(&s->pipe, c->model, &po, err)))
+        goto fail;
+    s->model_id = clip_model_id(s->pipe->model);
+    /* catalog roots; several roots prefix ids with their folder names */
+    for (int i = 0; i < c->ncatalogs; i++) {
+        char prefix[300] = "";
+        if (c->ncatalogs > 1) {
+            char *real = realpath(c->catalogs[i], NULL);
+            const char *base = real ? strrchr(real, '/') : NULL;
+            snprintf(prefix, sizeof prefix, "%s/", base && base[1] ? base + 1 : "catalog");
+            free(real);
+            for (int j = 0; j < s->nroots; j++)
+                if (!strcmp(s->prefixes[j], prefix)) {
+                    rc = err_set(err, ERR_INVALID_ARGUMENT,
+                                 "--catalog %s and %s have the same folder name: ids would clash",
+                                 c->catalogs[j], c->catalogs[i]);
+                    goto fail;
+                }
+        }
+        if ((rc = add_root(s, c->catalogs[i], prefix, err)))
+            goto fail;
+    }
+    struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1};
+    if ((rc = store_open(&s->store, c->store, &so, err)))
+        goto fail;
+    /* uploaded images live next to the store and are served like a catalog */
+    size_t ul = strlen(c->store) + 8;
+    char *up = malloc(ul);
+    if (!up) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    snprintf(up, ul, "%s.images", c->store);
+    rc = fs_mkdirs(up, err);
+    if (!rc) {
+        s->upload_dir = realpath(up, NULL);
+        if (!s->upload_dir)
+            rc = err_set(err, ERR_IO, "%s: %s", up, strerror(errno));
+    }
+    free(up);
+    if (rc)
+        goto fail;
+    struct http_batcher_opts bo = {.max_batch = c->max_batch,
+                                   .max_wait_us = c->batch_wait_ms * 1000};
+    if ((rc = http_batcher_new(&s->batcher, s->pipe, &bo, err)))
+        goto fail;
+    struct http_precompute_opts pco = {
+        .roots = (const char *const *)s->roots,
+        .prefixes = (const char *const *)s->prefixes,
+        .nroots = s->nroots,
+        .batch = c->max_batch,
+        .pause_ms = c->precompute_pause_ms,
+        .log = precompute_log,
+        .log_ctx = s,
+    };
+    if ((rc = http_precompute_start(&s->pc, s->store, s->pipe, s->batcher, &pco, err)))
+        goto fail;
+    atomic_store(&s->state, HTTP__READY);
+    char desc[256];
+    clip_model_describe(s->pipe->model, desc, sizeof desc);
+    logf_(s, "model %s (%s) loaded in %.2f s", s->model_id, desc, http__now() - s->t_start);
+    return 0;
+fail:
+    snprintf(s->load_error, sizeof s->load_error, "%s", err->msg);
+    atomic_store(&s->state, HTTP__FAILED);
+    return rc;
+}
+
+/* ---- shutdown ------------------------------------------------------------------ */
+
+void http_server_shutdown(struct http_server *s, int grace_s)
+{
+    if (!s || s->stopped)
+        return;
+    s->stopped = 1;
+    atomic_store(&s->draining, 1);
+    if (s->d) {
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+        s->listen_fd = -1;
+        double until = http__now() + grace_s;
+        while (atomic_load(&s->inflight) > 0 && http__now() < until)
+            usleep(10000);
+        if (atomic_load(&s->inflight) > 0)
+            logf_(s, "shutdown: %d requests still running after %d s", atomic_load(&s->inflight),
+                  grace_s);
+        /* suspended requests must come back before the daemon stops */
+        for (;;) {
+            pthread_mutex_lock(&s->qmu);
+            int busy = s->qlen;
+            pthread_mutex_unlock(&s->qmu);
+            if (!busy)
+                break;
+            usleep(10000);
+        }
+        MHD_stop_daemon(s->d);
+        s->d = NULL;
+    }
+    pthread_mutex_lock(&s->qmu);
+    s->qstop = 1;
+    pthread_cond_broadcast(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    for (int i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i], NULL);
+    s->nworkers = 0;
+    http_precompute_stop(s->pc);
+    s->pc = NULL;
+    http_batcher_free(s->batcher);
+    s->batcher = NULL;
+}
+
+int http_server_free(struct http_server *s, struct err *err)
+{
+    if (!s)
+        return 0;
+    http_server_shutdown(s, 30);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    struct err local;
+    int rc = store_close(s->store, err ? err : &local);
+    pipe_free(s->pipe);
+    for (int i = 0; i < s->nroots; i++) {
+        free(s->roots[i]);
+        free(s->prefixes[i]);
+    }
+    free(s->roots);
+    free(s->prefixes);
+    free(s->upload_dir);
+    free(s->workers);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->upload_mu);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,299 @@
+/* test_http_batcher.c - the dynamic batcher and the start-up precompute of
+ * the HTTP service, in-process with the tiny model: concurrent callers get
+ * their own vectors back (same as one-at-a-time forwards) in fewer forward
+ * passes; a request larger than a batch is split; the precompute scans a
+ * catalog, embeds it, skips what is done on a restart, re-queues changed
+ * files and wakes for new waiting items. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "http/batcher.h"
+#include "http/precompute.h"
+#include "pipe/pipe.h"
+#include "store/store.h"
+#include "util/fsutil.h"
+
+#define NIMG 6
+static const char *const img_names[NIMG] = {"fruits.jpg", "chelsea.png", "coffee.gif",
+                                        "chelsea.webp", "HappyFish.jpg", "left01.jpg"};
+static struct pipe *P;
+static float *PX;  /* NIMG preprocessed images */
+static float *REF; /* their one-at-a-time embeddings */
+static size_t PXN;
+
+static int setup(void)
+{
+    if (P)
+        return 0;
+    struct err e = {0};
+    char *dir = test_path("tiny-clip");
+    struct pipe_opts po = {.prec = PIPE_PREC_FP32, .skip_text = 1};
+    int rc = pipe_open(&P, dir, &po, &e);
+    free(dir);
+    if (rc) {
+        fprintf(stderr, "pipe_open: %s\n", e.msg);
+        return rc;
+    }
+    PXN = 3 * (size_t)P->size * (size_t)P->size;
+    PX = malloc(sizeof(float) * PXN * NIMG);
+    REF = malloc(sizeof(float) * (size_t)P->dim * NIMG);
+    for (int i = 0; i < NIMG; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "tiny-clip/images/%s", img_names[i]);
+        char *path = test_path(rel);
+        rc = pipe_prepare_file(P, path, PX + (size_t)i * PXN, &e);
+        free(path);
+        if (!rc)
+            rc = pipe_embed_pixels(P, PX + (size_t)i * PXN, 1, REF + (size_t)i * P->dim, 0, &e);
+        if (rc) {
+            fprintf(stderr, "%s: %s\n", img_names[i], e.msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+struct caller {
+    struct http_batcher *b;
+    int id;
+    atomic_int *bad;
+};
+
+static void *call(void *arg)
+{
+    struct caller *c = arg;
+    float v[1024];
+    for (int round = 0; round < 5; round++) {
+        int img = (c->id + round) % NIMG;
+        struct err e = {0};
+        http_batcher_expect(c->b, 1);
+        usleep(1000 * (unsigned)(c->id % 3)); /* "decoding" */
+        if (http_batcher_embed(c->b, PX + (size_t)img * PXN, 1, v, 1, 0, &e) ||
+            test_cosine(v, REF + (size_t)img * P->dim, P->dim) < 0.9999)
+            atomic_fetch_add(c->bad, 1);
+    }
+    return NULL;
+}
+
+TEST(concurrent_callers_get_their_vectors)
+{
+    REQUIRE(setup() == 0);
+    struct http_batcher *b;
+    struct err e = {0};
+    struct http_batcher_opts o = {.max_batch = 4, .max_wait_us = 50000};
+    REQUIRE(http_batcher_new(&b, P, &o, &e) == 0);
+    enum { T = 12 };
+    pthread_t th[T];
+    struct caller cs[T];
+    atomic_int bad = 0;
+    for (int i = 0; i < T; i++) {
+        cs[i] = (struct caller){b, i, &bad};
+        REQUIRE(pthread_create(&th[i], NULL, call, &cs[i]) == 0);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    CHECK_INT_EQ(atomic_load(&bad), 0);
+    struct http_batcher_stats st;
+    http_batcher_stats(b, &st);
+    CHECK_INT_EQ(st.images, T * 5);
+    CHECKF(st.batches < st.images, "%llu batches for %llu images: nothing was batched",
+           (unsigned long long)st.batches, (unsigned long long)st.images);
+    CHECK_INT_EQ(st.failed, 0);
+    CHECK_INT_EQ(st.queued, 0);
+    uint64_t sum = 0;
+    for (int i = 0; i <= HTTP_METRICS_BATCH_BUCKETS; i++)
+        sum += st.hist[i];
+    CHECK_INT_EQ(sum, st.batches);
+    CHECK_INT_EQ(st.hist[http_metrics_batch_bucket(5)], 0); /* never over max_batch */
+    http_batcher_free(b);
+}
+
+TEST(large_requests_are_split)
+{
+    REQUIRE(setup() == 0);
+    struct http_batcher *b;
+    struct err e = {0};
+    struct http_batcher_opts o = {.max_batch = 2, .max_wait_us = 0};
+    REQUIRE(http_batcher_new(&b, P, &o, &e) == 0);
+    float *out = calloc((size_t)P->dim * 5, sizeof(float));
+    REQUIRE(http_batcher_embed(b, PX, 5, out, 0, 1, &e) == 0);
+    for (int i = 0; i < 5; i++)
+        CHECKF(test_cosine(out + (size_t)i * P->dim, REF + (size_t)i * P->dim, P->dim) >= 0.9999,
+               "image %d", i);
+    struct http_batcher_stats st;
+    http_batcher_stats(b, &st);
+    CHECK_INT_EQ(st.batches, 3);
+    CHECK_INT_EQ(st.images, 5);
+    CHECK_INT_EQ(http_batcher_embed(b, PX, 0, out, 0, 0, &e), 0);
+    free(out);
+    http_batcher_free(b);
+    http_batcher_free(NULL);
+}
+
+/* ---- precompute ---- */
+
+static char *copy_fixture(const char *dir, const char *rel_from, const char *to)
+{
+    char from[512], dst[512];
+    snprintf(from, sizeof from, "%s/%s", test_fixtures(), rel_from);
+    snprintf(dst, sizeof dst, "%s/%s", dir, to);
+    uint8_t *buf;
+    size_t n;
+    struct err e;
+    if (fs_read_file(from, 1u << 24, &buf, &n, &e))
+        return NULL;
+    int rc = fs_write_file(dst, buf, n, &e);
+    free(buf);
+    return rc ? NULL : strdup(dst);
+}
+
+static int wait_idle(struct http_precompute *pc, struct http_precompute_progress *p,
+                     int64_t min_embedded)
+{
+    for (int i = 0; i < 3000; i++) {
+        http_precompute_progress(pc, p);
+        if (p->state == HTTP_PC_FAILED)
+            return -1;
+        if (p->state == HTTP_PC_IDLE && p->embedded >= min_embedded)
+            return 0;
+        usleep(10000);
+    }
+    return -1;
+}
+
+static void log_quiet(void *ctx, const char *msg)
+{
+    (void)ctx;
+    (void)msg;
+}
+
+TEST(precompute_scans_resumes_and_wakes)
+{
+    REQUIRE(setup() == 0);
+    char tmp[] = "/tmp/imgsearch-pc-XXXXXX";
+    REQUIRE(mkdtemp(tmp));
+    char cat[600], sub[700], dbp[600];
+    snprintf(cat, sizeof cat, "%s/cat", tmp);
+    snprintf(sub, sizeof sub, "%s/sub", cat);
+    snprintf(dbp, sizeof dbp, "%s/s.db", tmp);
+    struct err e = {0};
+    REQUIRE(fs_mkdirs(sub, &e) == 0);
+    char *files[8] = {0};
+    files[0] = copy_fixture(cat, "tiny-clip/images/fruits.jpg", "fruits.jpg");
+    files[1] = copy_fixture(cat, "tiny-clip/images/chelsea.png", "chelsea.PNG");
+    files[2] = copy_fixture(cat, "tiny-clip/images/coffee.gif", "sub/coffee.gif");
+    files[3] = copy_fixture(cat, "bad/truncated.jpg", "broken.jpg");
+    files[4] = copy_fixture(cat, "bad/text.jpg", "notes.txt");          /* not an image name */
+    files[5] = copy_fixture(cat, "tiny-clip/images/left01.jpg", ".hidden.jpg"); /* hidden */
+    for (int i = 0; i < 6; i++)
+        REQUIRE(files[i]);
+    char link[700];
+    snprintf(link, sizeof link, "%s/link.jpg", cat);
+    REQUIRE(symlink(files[0], link) == 0); /* links are skipped */
+
+    struct store *st;
+    struct store_options so = {.model = "tiny", .dim = P->dim, .create = 1};
+    REQUIRE(store_open(&st, dbp, &so, &e) == 0);
+    struct http_batcher *b;
+    struct http_batcher_opts bo = {.max_batch = 2, .max_wait_us = 1000};
+    REQUIRE(http_batcher_new(&b, P, &bo, &e) == 0);
+    const char *roots[1] = {cat}, *prefixes[1] = {""};
+    struct http_precompute_opts po = {.roots = roots, .prefixes = prefixes, .nroots = 1,
+                                      .batch = 2, .log = log_quiet};
+    struct http_precompute *pc;
+    struct http_precompute_progress p;
+    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
+    REQUIRE(wait_idle(pc, &p, 3) == 0);
+    CHECK_INT_EQ(p.files, 4);
+    CHECK_INT_EQ(p.added, 4);
+    CHECK_INT_EQ(p.waiting_at_start, 4);
+    CHECK_INT_EQ(p.embedded, 3);
+    CHECK_INT_EQ(p.failed, 1);
+    CHECK_STR_CONTAINS(p.last_error, "broken.jpg");
+    int64_t n = 0, w = 0;
+    CHECK(store_count(st, &n, &e) == 0 && n == 4);
+    CHECK(store_count_waiting(st, &w, &e) == 0 && w == 1);
+    struct store_item it = {0};
+    REQUIRE(store_get(st, "sub/coffee.gif", &it, &e) == 0);
+    CHECK(it.has_embedding && it.embedding);
+    CHECK(test_cosine(it.embedding, REF + 2 * (size_t)P->dim, P->dim) >= 0.9999);
+    CHECK(it.source && !strcmp(it.source, files[2]));
+    store_item_clear(&it);
+    http_precompute_stop(pc);
+
+    /* a restart embeds nothing again; only the broken file is retried */
+    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
+    REQUIRE(wait_idle(pc, &p, 0) == 0);
+    CHECK_INT_EQ(p.files, 4);
+    CHECK_INT_EQ(p.added, 0);
+    CHECK_INT_EQ(p.unchanged, 4);
+    CHECK_INT_EQ(p.waiting_at_start, 1);
+    CHECK_INT_EQ(p.embedded, 0);
+    CHECK_INT_EQ(p.failed, 1);
+
+    /* an item put without an embedding is embedded after a wake */
+    char src[600];
+    snprintf(src, sizeof src, "%s/tiny-clip/images/left01.jpg", test_fixtures());
+    char *real = realpath(src, NULL);
+    REQUIRE(real);
+    struct store_item ni = {.id = "late", .source = real, .size = -1, .mtime = -1};
+    REQUIRE(store_put(st, &ni, NULL, &e) == 0);
+    REQUIRE(store_get(st, "late", &it, &e) == 0);
+    http_precompute_wake(pc, it.seq);
+    store_item_clear(&it);
+    REQUIRE(wait_idle(pc, &p, 1) == 0);
+    CHECK_INT_EQ(p.embedded, 1);
+    REQUIRE(store_get(st, "late", &it, &e) == 0);
+    CHECK(it.has_embedding && test_cosine(it.embedding, REF + 5 * (size_t)P->dim, P->dim) >= 0.9999);
+    store_item_clear(&it);
+    free(real);
+    http_precompute_stop(pc);
+
+    /* a changed file is re-queued and re-embedded; its id stays */
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000, 0}};
+    REQUIRE(utimensat(AT_FDCWD, files[0], ts, 0) == 0);
+    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
+    REQUIRE(wait_idle(pc, &p, 1) == 0);
+    CHECK_INT_EQ(p.changed, 1);
+    CHECK_INT_EQ(p.unchanged, 3);
+    CHECK_INT_EQ(p.embedded, 1);
+    REQUIRE(store_get(st, "fruits.jpg", &it, &e) == 0);
+    CHECK(it.has_embedding && it.mtime == 1000000);
+    store_item_clear(&it);
+    http_precompute_stop(pc);
+    http_precompute_stop(NULL);
+
+    http_batcher_free(b);
+    CHECK_INT_EQ(store_close(st, &e), 0);
+    CHECK(http_is_image_name("a.JPEG") && http_is_image_name("x.webp") &&
+          !http_is_image_name("jpg") && !http_is_image_name("a.txt"));
+    for (int i = 0; i < 6; i++) {
+        unlink(files[i]);
+        free(files[i]);
+    }
+    unlink(link);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    CHECK(system(cmd) == 0);
+}
+
+static void cleanup(void)
+{
+    pipe_free(P);
+    free(PX);
+    free(REF);
+    P = NULL;
+}
+
+TEST(zz_cleanup)
+{
+    cleanup();
+}
+
+TEST_MAIN(concurrent_callers_get_their_vectors, large_requests_are_split,
+          precompute_scans_resumes_and_wakes, zz_cleanup)
