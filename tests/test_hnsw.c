@@ -135,6 +135,7 @@ TEST(recall_float_and_int8)
         REQUIRE(h);
         struct err e;
         CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+        CHECK_INT_EQ(hnsw_unreachable(h), 0);
         CHECK_INT_EQ(hnsw_count(h), N);
         double r = recall(h, v, N, qs, NULL, 64);
         CHECKF(r >= 0.95, "quantize=%d recall@10 %.4f", quant, r);
@@ -194,6 +195,7 @@ TEST(deletes_never_returned)
     CHECK_INT_EQ(hnsw_deleted(h), 0);
     CHECK_INT_EQ(hnsw_nodes(h), N - (N + 6) / 7);
     CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+    CHECK_INT_EQ(hnsw_unreachable(h), 0);
     double r2 = recall(h, v, N, v + 13 * D, dead, 64);
     CHECKF(r2 >= 0.95, "recall after compaction %.4f", r2);
     /* A re-inserted label comes back; replacing keeps one live copy. */
@@ -480,6 +482,295 @@ TEST(corrupt_files_rejected)
     free(v);
 }
 
+/* Labels of rows: row r is label r + 1. */
+static void shuffle(int *a, int n)
+{
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rnd() % (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+/* Rows of `groups` distinct vectors copied `copies` times each (byte-identical
+ * copies) followed by `others` clustered vectors. Group 2g+1 is a near
+ * duplicate of group 2g for g < near_pairs (cosine about 0.99997, as two
+ * encodings of one photo): int8 codes can rank such a pair above an exact
+ * copy unless the code score is a true cosine. group_of[r] is the group of
+ * row r, -1 for the others. */
+static float *dup_rows(int groups, int copies, int others, int near_pairs, uint64_t seed,
+                       int *group_of)
+{
+    size_t n = (size_t)groups * copies + (size_t)others;
+    float *v = malloc(n * D * sizeof *v), *g = malloc((size_t)groups * D * sizeof *g);
+    float *o = others ? clustered((size_t)others, D, seed + 1) : NULL;
+    if (!v || !g || (others && !o)) {
+        free(v);
+        free(g);
+        free(o);
+        return NULL;
+    }
+    rs = seed;
+    for (int k = 0; k < groups; k++) {
+        float *x = g + (size_t)k * D;
+        if (k % 2 == 1 && k / 2 < near_pairs)
+            for (size_t j = 0; j < D; j++)
+                x[j] = (x - D)[j] + (float)(0.001 * gauss());
+        else
+            for (size_t j = 0; j < D; j++)
+                x[j] = (float)gauss();
+        vec_normalize(x, D);
+    }
+    size_t r = 0;
+    for (int k = 0; k < groups; k++)
+        for (int c = 0; c < copies; c++, r++) {
+            memcpy(v + r * D, g + (size_t)k * D, D * sizeof *v);
+            group_of[r] = k;
+        }
+    if (others)
+        memcpy(v + r * D, o, (size_t)others * D * sizeof *v);
+    for (int i = 0; i < others; i++)
+        group_of[r + (size_t)i] = -1;
+    free(g);
+    free(o);
+    return v;
+}
+
+/* Inserts rows in the order `order` (labels row + 1). */
+static struct hnsw *build_order(const float *v, const int *order, int n, int quant)
+{
+    struct hnsw_params p;
+    hnsw_params_default(&p);
+    p.quantize = quant;
+    struct hnsw *h = NULL;
+    struct err e;
+    if (hnsw_new(&h, D, &p, &e))
+        return NULL;
+    for (int i = 0; i < n; i++)
+        if (hnsw_insert(h, order[i] + 1, v + (size_t)order[i] * D, &e)) {
+            hnsw_free(h);
+            return NULL;
+        }
+    return h;
+}
+
+/* Searches row r's own vector: is label r + 1 among the k best? */
+static int finds_itself(const struct hnsw *h, const float *v, int r, size_t k, int ef)
+{
+    struct hnsw_hit hits[256];
+    size_t nh = 0;
+    struct err e;
+    if (k > 256 || hnsw_search(h, v + (size_t)r * D, k, ef, NULL, NULL, hits, &nh, &e))
+        return 0;
+    for (size_t i = 0; i < nh; i++)
+        if (hits[i].label == r + 1)
+            return 1;
+    return 0;
+}
+
+TEST(exact_duplicates_all_found)
+{
+    /* The indexer's report: 7 images each copied ~30 times, two of them
+     * near duplicates of two others; before the fix 24 of 200 items never
+     * came back (no incoming links). Every copy must stay reachable. */
+    enum { G = 7, C = 30, O = 60, NR = G * C + O };
+    int group_of[NR], order[NR];
+    for (int cfg = 0; cfg < 6; cfg++) {
+        int quant = cfg & 1, how = cfg >> 1; /* 0: random order, 1: blocks, 2: others first */
+        float *v = dup_rows(G, C, O, 2, 100 + (uint64_t)cfg, group_of);
+        REQUIRE(v);
+        for (int i = 0; i < NR; i++)
+            order[i] = how == 2 ? (i + G * C) % NR : i;
+        if (how == 0)
+            shuffle(order, NR);
+        struct hnsw *h = build_order(v, order, NR, quant);
+        REQUIRE(h);
+        struct err e;
+        CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+        CHECKF(hnsw_unreachable(h) == 0, "quantize %d order %d: %zu nodes unreachable", quant,
+               how, hnsw_unreachable(h));
+        int missing = 0;
+        for (int r = 0; r < NR; r++)
+            missing += !finds_itself(h, v, r, 40, 100);
+        CHECKF(missing == 0, "quantize %d order %d: %d of %d items never found", quant, how,
+               missing, NR);
+        /* k = 1 for each distinct vector: one of its own copies, score 1 */
+        for (int g = 0; g < G; g++) {
+            struct hnsw_hit hit = {0, 0};
+            size_t nh = 0;
+            REQUIRE(hnsw_search(h, v + (size_t)g * C * D, 1, 0, NULL, NULL, &hit, &nh, &e) == 0);
+            CHECKF(nh == 1 && group_of[hit.label - 1] == g && fabsf(hit.score - 1) < 1e-5f,
+                   "quantize %d order %d group %d: label %lld (group %d) score %.7f", quant, how,
+                   g, (long long)hit.label, hit.label ? group_of[hit.label - 1] : -9, hit.score);
+        }
+        hnsw_free(h);
+        free(v);
+    }
+}
+
+TEST(duplicate_group_larger_than_lists)
+{
+    /* 150 copies of one vector (more than a layer-0 list holds) among 400
+     * clustered vectors: every copy comes back for k = 160, the copies do
+     * not trap searches for other vectors, and the last copy inserted is
+     * still found by the graph once the 149 others are deleted. */
+    enum { C = 150, O = 400, NR = C + O };
+    int group_of[NR], order[NR];
+    for (int quant = 0; quant <= 1; quant++) {
+        float *v = dup_rows(1, C, O, 0, 7 + (uint64_t)quant, group_of);
+        REQUIRE(v);
+        for (int i = 0; i < NR; i++)
+            order[i] = i;
+        shuffle(order, NR);
+        struct hnsw_params p;
+        hnsw_params_default(&p);
+        p.quantize = quant;
+        p.max_deleted_fraction = 0.9; /* keep the tombstones: the graph must route */
+        struct hnsw *h = NULL;
+        struct err e;
+        REQUIRE(hnsw_new(&h, D, &p, &e) == 0);
+        for (int i = 0; i < NR; i++)
+            REQUIRE(hnsw_insert(h, order[i] + 1, v + (size_t)order[i] * D, &e) == 0);
+        CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+        CHECKF(hnsw_unreachable(h) == 0, "quantize %d: %zu nodes unreachable", quant,
+               hnsw_unreachable(h));
+        int missing = 0;
+        for (int r = 0; r < C; r++)
+            missing += !finds_itself(h, v, r, 160, 200);
+        for (int r = C; r < NR; r++)
+            missing += !finds_itself(h, v, r, 10, 64);
+        CHECKF(missing == 0, "quantize %d: %d of %d items never found", quant, missing, NR);
+        /* recall of the other vectors against brute force, ef 64 */
+        size_t found = 0, total = 0;
+        for (int r = C; r < NR; r += 4) {
+            struct hnsw_hit hits[10];
+            size_t nh = 0;
+            float qn[D];
+            for (size_t j = 0; j < D; j++)
+                qn[j] = v[(size_t)r * D + j] + (float)(0.1 * gauss());
+            REQUIRE(hnsw_search(h, qn, 10, 64, NULL, NULL, hits, &nh, &e) == 0);
+            vec_normalize(qn, D);
+            float sc[NR];
+            for (int i = 0; i < NR; i++)
+                sc[i] = vec_dot_ref(qn, v + (size_t)i * D, D);
+            for (size_t i = 0; i < nh; i++) {
+                int better = 0; /* rows strictly better than this hit */
+                for (int j = 0; j < NR; j++)
+                    better += sc[j] > hits[i].score + 1e-6f;
+                found += better < 10;
+            }
+            total += 10;
+        }
+        CHECKF((double)found / (double)total >= 0.95, "quantize %d: recall %.3f", quant,
+               (double)found / (double)total);
+        /* delete every copy but two: the last one inserted and one from the
+         * middle; the graph (not the exact fallback: other items fill k)
+         * finds both, before and after compaction */
+        int keep[2] = {-1, -1};
+        for (int i = 0, seen = 0; i < NR; i++)
+            if (group_of[order[i]] == 0) {
+                if (++seen == C / 2)
+                    keep[0] = order[i];
+                keep[1] = order[i];
+            }
+        for (int r = 0; r < C; r++)
+            if (r != keep[0] && r != keep[1])
+                REQUIRE(hnsw_delete(h, r + 1) == 0);
+        CHECK_INT_EQ(hnsw_deleted(h), C - 2);
+        for (int pass = 0; pass < 2; pass++) {
+            struct hnsw_hit hits[2];
+            size_t nh = 0;
+            REQUIRE(hnsw_search(h, v + (size_t)keep[1] * D, 2, 0, NULL, NULL, hits, &nh, &e) == 0);
+            CHECKF(nh == 2 && ((hits[0].label == keep[0] + 1 && hits[1].label == keep[1] + 1) ||
+                               (hits[0].label == keep[1] + 1 && hits[1].label == keep[0] + 1)),
+                   "quantize %d pass %d: got %lld %lld, want %d %d", quant, pass,
+                   (long long)hits[0].label, (long long)hits[1].label, keep[0] + 1, keep[1] + 1);
+            CHECKF(hnsw_unreachable(h) == 0, "quantize %d pass %d: %zu nodes unreachable", quant,
+                   pass, hnsw_unreachable(h));
+            REQUIRE(hnsw_compact(h, &e) == 0);
+            CHECKF(hnsw_validate(h, &e) == 0, "%s", e.msg);
+        }
+        hnsw_free(h);
+        free(v);
+    }
+}
+
+/* Rewrites an index file's bytes with every link to node x removed (counts,
+ * payload size and checksums fixed): a graph in which x is an orphan, as
+ * older builds could leave a copy of a duplicated vector. Returns the new
+ * length. */
+static size_t drop_links_to(const uint8_t *in, size_t len, uint32_t x, uint8_t *out)
+{
+    uint32_t dim = (uint32_t)in[12] | (uint32_t)in[13] << 8;
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++)
+        n |= (uint64_t)in[32 + i] << (8 * i);
+    const uint8_t *levels = in + 80 + n * 8;
+    size_t links = 80 + n * 10 + (4 - (n * 10) % 4) % 4 + n * dim * 4;
+    memcpy(out, in, links);
+    size_t ri = links, wi = links;
+    for (uint64_t i = 0; i < n; i++)
+        for (int l = 0; l <= levels[i]; l++) {
+            uint32_t cnt;
+            memcpy(&cnt, in + ri, 4);
+            size_t cpos = wi;
+            uint32_t kept = 0;
+            ri += 4;
+            wi += 4;
+            for (uint32_t j = 0; j < cnt; j++, ri += 4) {
+                uint32_t y;
+                memcpy(&y, in + ri, 4);
+                if (y != x) {
+                    memcpy(out + wi, &y, 4);
+                    wi += 4;
+                    kept++;
+                }
+            }
+            memcpy(out + cpos, &kept, 4);
+        }
+    (void)len;
+    for (int i = 0; i < 8; i++)
+        out[64 + i] = (uint8_t)((wi - 80) >> (8 * i));
+    fix_crcs(out, wi);
+    return wi;
+}
+
+TEST(orphan_relinked_on_load)
+{
+    float *v = clustered(500, D, 9);
+    REQUIRE(v);
+    struct hnsw *h = build(v, 500, 1, 0.5);
+    REQUIRE(h);
+    struct err e;
+    const char *p = tmp_path("orphan");
+    REQUIRE(hnsw_save(h, p, &e) == 0);
+    size_t len;
+    uint8_t *good = (uint8_t *)test_read_file(p, &len);
+    uint8_t *b = malloc(len);
+    REQUIRE(good && b);
+    /* orphan node 123 (label lab(123)): nothing links to it */
+    size_t blen = drop_links_to(good, len, 123, b);
+    CHECK(blen < len);
+    FILE *f = fopen(p, "wb");
+    REQUIRE(f);
+    fwrite(b, 1, blen, f);
+    fclose(f);
+    struct hnsw *g = NULL;
+    REQUIRE(hnsw_load(&g, p, NULL, &e) == 0);
+    CHECKF(hnsw_validate(g, &e) == 0, "%s", e.msg);
+    CHECK_INT_EQ(hnsw_unreachable(g), 0);
+    struct hnsw_hit hit = {0, 0};
+    size_t nh = 0;
+    REQUIRE(hnsw_search(g, v + 123 * D, 1, 0, NULL, NULL, &hit, &nh, &e) == 0);
+    CHECK(nh == 1 && hit.label == lab(123));
+    hnsw_free(g);
+    unlink(p);
+    free(good);
+    free(b);
+    hnsw_free(h);
+    free(v);
+}
+
 TEST(bad_arguments)
 {
     struct hnsw *h = NULL;
@@ -506,4 +797,6 @@ TEST(bad_arguments)
 }
 
 TEST_MAIN(recall_float_and_int8, deletes_never_returned, auto_compaction_and_delete_all,
-          filter_returns_k, save_load_round_trip, corrupt_files_rejected, bad_arguments)
+          filter_returns_k, save_load_round_trip, corrupt_files_rejected, bad_arguments,
+          exact_duplicates_all_found, duplicate_group_larger_than_lists,
+          orphan_relinked_on_load)

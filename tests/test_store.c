@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -238,9 +239,40 @@ TEST(items_put_get_delete_list)
     REQUIRE(store_waiting(st, 0, 4, &items, &got, &cur, &e) == 0);
     CHECK(got == 4 && cur == items[3].seq);
     store_items_free(items, got);
+    /* a page exactly as long as what is left is the last: next 0 */
+    REQUIRE(store_waiting(st, 0, 9, &items, &got, &cur, &e) == 0);
+    CHECK_INT_EQ(got, 9);
+    CHECK_INT_EQ(cur, 0);
+    store_items_free(items, got);
+    for (int limit = 1; limit <= 26; limit++) {
+        int64_t after = 0;
+        size_t seen = 0, npages = 0, want_pages = (25 + (size_t)limit - 1) / (size_t)limit;
+        do {
+            REQUIRE(store_list(st, after, limit, &items, &got, &after, &e) == 0);
+            CHECKF(got > 0, "limit %d: empty page %zu", limit, npages + 1);
+            seen += got;
+            npages++;
+            if (after)
+                CHECK(got == (size_t)limit && after == items[got - 1].seq);
+            store_items_free(items, got);
+        } while (after && npages <= 30);
+        CHECK_INT_EQ(seen, 25);
+        CHECKF(npages == want_pages, "limit %d: %zu pages, want %zu", limit, npages, want_pages);
+    }
     CHECK_INT_EQ(store_list(st, 0, 0, &items, &got, &cur, &e), -ERR_INVALID_ARGUMENT);
+    /* exists: no embedding read, seq as store_get's */
+    int64_t seq = -1;
+    CHECK_INT_EQ(store_exists(st, "a", &seq, &e), 1);
+    CHECK_INT_EQ(seq, seq_a);
+    CHECK_INT_EQ(store_exists(st, "a", NULL, &e), 1);
+    seq = -1;
+    CHECK_INT_EQ(store_exists(st, "nope", &seq, &e), 0);
+    CHECK_INT_EQ(seq, -1);
+    CHECK_INT_EQ(store_exists(st, "", &seq, &e), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(store_exists(st, NULL, &seq, &e), -ERR_INVALID_ARGUMENT);
     /* delete */
     CHECK_INT_EQ(store_delete(st, "b", &e), 0);
+    CHECK_INT_EQ(store_exists(st, "b", &seq, &e), 0);
     CHECK_INT_EQ(store_delete(st, "b", &e), -ERR_NOT_FOUND);
     CHECK_INT_EQ(store_get(st, "b", &it, &e), -ERR_NOT_FOUND);
     REQUIRE(store_count(st, &n, &e) == 0);
@@ -620,6 +652,9 @@ TEST(batches)
     /* the batch's own thread sees its rows, searches see committed data */
     struct store_item it;
     CHECK_INT_EQ(store_get(st, "i001", &it, &e), 0);
+    int64_t seq = 0;
+    CHECK_INT_EQ(store_exists(st, "i001", &seq, &e), 1);
+    CHECK(seq == it.seq && seq > 0);
     store_item_clear(&it);
     CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 1);
     REQUIRE(store_commit(st, &e) == 0);
@@ -631,6 +666,7 @@ TEST(batches)
     CHECK_INT_EQ(store_commit(st, &e), -ERR_CONFLICT);
     CHECK_INT_EQ(search_ids(st, v, 5, 0, -1, NULL, 0, got), 3);
     CHECK_INT_EQ(store_get(st, "i003", &it, &e), -ERR_NOT_FOUND);
+    CHECK_INT_EQ(store_exists(st, "i003", &seq, &e), 0);
     int64_t n;
     store_count(st, &n, &e);
     CHECK_INT_EQ(n, 3);
@@ -775,6 +811,116 @@ TEST(concurrent_search_and_writes)
     remove_db(p);
 }
 
+/* Creates path (empty file). */
+static int touch(const char *path)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    fputs("partial index", f);
+    return fclose(f);
+}
+
+TEST(stale_index_tmp_removed_on_open)
+{
+    const char *p = fresh_path("tmpfiles");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    store_close(st, NULL);
+    /* A save killed with -9 leaves PATH.hnsw.tmp.PID behind: make a PID
+     * that is surely dead (a child that exited and was reaped). */
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0)
+        _exit(0);
+    REQUIRE(waitpid(child, NULL, 0) == child);
+    char dead[320], alive[320], mine[320], odd[320], other[320], plain[320];
+    snprintf(dead, sizeof dead, "%s.hnsw.tmp.%d", p, (int)child);
+    snprintf(alive, sizeof alive, "%s.hnsw.tmp.1", p);     /* init: alive */
+    snprintf(mine, sizeof mine, "%s.hnsw.tmp.%d", p, (int)getpid()); /* a save in progress */
+    snprintf(odd, sizeof odd, "%s.hnsw.tmp.12x", p);       /* not a name we write */
+    snprintf(other, sizeof other, "%s.x.hnsw.tmp.%d", p, (int)child); /* another store's */
+    snprintf(plain, sizeof plain, "%s.hnsw.tmp.", p);
+    const char *all[] = {dead, alive, mine, odd, other, plain};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        REQUIRE(touch(all[i]) == 0);
+    st = open_store(p, "m", DIM, 0);
+    REQUIRE(st);
+    CHECK(access(dead, F_OK) != 0);
+    CHECK(access(alive, F_OK) == 0);
+    CHECK(access(mine, F_OK) == 0);
+    CHECK(access(odd, F_OK) == 0);
+    CHECK(access(other, F_OK) == 0);
+    CHECK(access(plain, F_OK) == 0);
+    /* the store works and its own save still goes through tmp + rename */
+    float v[DIM];
+    rvec(v);
+    struct err e;
+    CHECK_INT_EQ(put(st, "a", NULL, NULL, NULL, v), 1);
+    CHECK_INT_EQ(store_index_sync(st, &e), 0);
+    char ipath[300];
+    snprintf(ipath, sizeof ipath, "%s.hnsw", p);
+    CHECK(access(ipath, F_OK) == 0);
+    store_close(st, NULL);
+    for (size_t i = 1; i < sizeof all / sizeof all[0]; i++)
+        unlink(all[i]);
+    remove_db(p);
+}
+
+TEST(duplicate_items_all_found)
+{
+    /* The indexer's report, end to end: 7 images copied 30 times each
+     * (byte-identical embeddings, two of the images near duplicates of two
+     * others), interleaved. Every item comes back for its own embedding,
+     * from the rebuilt index and from the index file. */
+    enum { G = 7, C = 30 };
+    const char *p = fresh_path("dupitems");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    float g[G][DIM];
+    rs = 4242;
+    for (int k = 0; k < G; k++) {
+        rvec(g[k]);
+        if (k == 1 || k == 3)
+            for (int j = 0; j < DIM; j++)
+                g[k][j] = g[k - 1][j] + 0.0005f * frand();
+    }
+    char id[32];
+    REQUIRE(store_begin(st, NULL) == 0);
+    for (int i = 0; i < G * C; i++) {
+        snprintf(id, sizeof id, "img%d-copy%d", i % G, i / G);
+        REQUIRE(put(st, id, NULL, NULL, NULL, g[i % G]) == 1);
+    }
+    REQUIRE(store_commit(st, NULL) == 0);
+    for (int round = 0; round < 2; round++) {
+        int missing = 0;
+        for (int i = 0; i < G * C; i++) {
+            snprintf(id, sizeof id, "img%d-copy%d", i % G, i / G);
+            struct store_query q = {g[i % G], 40, 0, -1, NULL, 0, 100};
+            struct store_hit *hits;
+            size_t n;
+            struct err e;
+            REQUIRE(store_search(st, &q, &hits, &n, &e) == 0);
+            int found = 0;
+            for (size_t j = 0; j < n; j++)
+                found |= strcmp(hits[j].id, id) == 0;
+            missing += !found;
+            store_hits_free(hits, n);
+        }
+        struct store_index_info info;
+        store_index_info(st, &info);
+        CHECKF(missing == 0, "round %d (index origin %d): %d of %d items never found", round,
+               info.origin, missing, G * C);
+        CHECK_INT_EQ(info.origin, round == 0 ? STORE_INDEX_REBUILT : STORE_INDEX_FILE);
+        store_close(st, NULL);
+        st = open_store(p, "m", DIM, 0);
+        REQUIRE(st);
+    }
+    store_close(st, NULL);
+    remove_db(p);
+}
+
 TEST_MAIN(create_open_mismatch, items_put_get_delete_list, search_filters_paging,
           selective_filter_returns_k, index_file_rebuilt_or_caught_up, batches,
-          duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes)
+          duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes,
+          stale_index_tmp_removed_on_open, duplicate_items_all_found)

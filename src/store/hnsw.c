@@ -15,7 +15,9 @@
  *  2. With quantize=1 (default) the graph is built and searched with int8
  *     codes (one scale per vector, exact integer dot via AVX-512 VNNI): a
  *     512-d vector is 512 bytes instead of 2048, which matters because
- *     traversal is bound by memory traffic, not arithmetic. The final
+ *     traversal is bound by memory traffic, not arithmetic. The scale is
+ *     1 / |codes|, so a code score is the cosine of two code vectors and a
+ *     vector scores highest against its own copies (see encode). The final
  *     candidate list (ef entries) is re-scored in float32, so reported
  *     scores are exact cosines and order errors of the codes are repaired.
  *  3. The visited set is an array of u32 epoch stamps per search scratch:
@@ -38,6 +40,21 @@
  *     codes are recomputed on load. Loading checks every size against the
  *     file before allocating and every id before use, then runs the graph
  *     validator, so a damaged file is ERR_CORRUPT, never a crash.
+ *  8. Exact duplicates (the same photo indexed many times) break the
+ *     paper's assumptions: copies are exactly as similar to each other as
+ *     to anything they are compared from, so the heuristic never prunes
+ *     them and lists fill with copies (a group nobody leaves), and the
+ *     newest copy loses every re-selection (ties go to the oldest), so
+ *     nobody links to it and no search finds it. Hence: a list keeps at
+ *     most half its slots for copies of its own node (dup_cap); every new
+ *     node ends its insert with an incoming link on each level, from a
+ *     copy of itself if it has any (keep_reachable), made without cutting
+ *     anyone else off (the entry it replaces stays reachable through the
+ *     new node); a search explores up to ef candidates that tie its worst
+ *     result; compaction walks through chains of tombstones; and after
+ *     compaction and on load, any node a layer-0 walk from the entry
+ *     cannot reach is linked from its best reachable node
+ *     (repair_reachability). hnsw_unreachable counts such nodes.
  */
 #include "store/hnsw.h"
 
@@ -102,7 +119,8 @@ struct hnsw {
     uint32_t n_deleted;     /* tombstones */
     float *vecs;            /* (cap, dim) normalised vectors */
     int8_t *codes;          /* (cap, cstride) int8 codes, zero padded */
-    float *scales;          /* code scale per node */
+    float *scales;          /* code scale per node: 1 / |codes| */
+    float *selfs;           /* score of each node with itself (what a copy scores) */
     int64_t *labels;        /* label per node */
     uint8_t *levels;        /* top level per node */
     uint8_t *flags;         /* bit 0: tombstone */
@@ -173,6 +191,33 @@ static inline float nscore(const struct hnsw *h, uint32_t a, uint32_t b)
     struct query q = {vec_of(h, a), code_of(h, a), h->scales[a]};
     return qscore(h, &q, b);
 }
+
+/* Codes of the normalised vector x into c (cstride bytes) and their scale.
+ * The scale is 1 / |c|, not max|x| / 127: a code score is then the cosine
+ * of two code vectors, which no vector can beat against itself. With the
+ * max-based scale the rounding error of |c| (about 1e-3) let a near
+ * duplicate (cosine 0.99997) outscore an exact copy, so a copy's neighbour
+ * selection kept the near duplicates and pruned its own copies. */
+static float encode(const struct hnsw *h, const float *x, int8_t *c)
+{
+    memset(c, 0, h->cstride);
+    vec_quantize_i8(x, (size_t)h->dim, c);
+    int32_t ss = h->doti8(c, c, h->cstride);
+    return ss > 0 ? (float)(1.0 / sqrt((double)ss)) : 0.0f;
+}
+
+/* Fills the scale, codes and self score of node i from its vector. */
+static void set_codes(struct hnsw *h, uint32_t i)
+{
+    h->scales[i] = encode(h, vec_of(h, i), h->codes + (size_t)i * h->cstride);
+    h->selfs[i] = nscore(h, i, i);
+}
+
+/* Is x an exact (or near-exact) duplicate of node b, given their score s?
+ * Copies score exactly selfs[b] with each other (same bytes, same
+ * arithmetic); anything else scores lower unless it is closer to b than
+ * float rounding can tell. */
+static inline int is_dup(const struct hnsw *h, uint32_t b, float s) { return s >= h->selfs[b]; }
 
 static inline void prefetch_node(const struct hnsw *h, uint32_t i)
 {
@@ -527,7 +572,7 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
                            const struct query *q, const struct cand *ep, size_t nep,
                            size_t ef, int level, struct layer_opts *o)
 {
-    size_t nc = 0, nr = 0, visited = nep;
+    size_t nc = 0, nr = 0, visited = nep, ties = 0;
     scratch_new_epoch(s);
     uint32_t *mark = s->mark, epoch = s->epoch;
     struct cand *cq = s->cq, *rq = s->rq;
@@ -568,6 +613,13 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
                     if (nr > ef)
                         minh_pop(rq, &nr);
                 }
+            } else if (sc == rq[0].s && ties < ef) {
+                /* A tie with the worst result cannot improve the results,
+                 * but a better node may be linked only from it (copies of
+                 * one vector all tie): explore it. At most ef of them, so
+                 * a group of thousands of copies costs one more beam. */
+                maxh_push(cq, &nc, (struct cand){sc, id});
+                ties++;
             }
         }
         visited += nb;
@@ -658,10 +710,8 @@ static int prepare_query(const struct hnsw *h, struct scratch *s, const float *q
     out->v = s->qv;
     out->c = s->qc;
     out->s = 0;
-    if (h->quant) {
-        memset(s->qc, 0, h->cstride);
-        out->s = vec_quantize_i8(s->qv, (size_t)h->dim, s->qc);
-    }
+    if (h->quant)
+        out->s = encode(h, s->qv, s->qc);
     return 0;
 }
 
@@ -738,14 +788,32 @@ int hnsw_search(const struct hnsw *h, const float *q, size_t k, int ef,
 
 /* ---- insert ------------------------------------------------------------ */
 
+/* The most copies of its own vector a list of mmax neighbours keeps: the
+ * rest of the list goes to distinct neighbours, so searches that reach a
+ * group of copies can leave it. */
+static inline uint32_t dup_cap(int mmax) { return mmax > 1 ? (uint32_t)mmax / 2 : 1; }
+
 /* The paper's heuristic: walk the candidates best first and keep one only
- * if it is more similar to the base than to every neighbour kept so far.
- * c is sorted best first; writes at most mmax ids to out; returns count. */
-static uint32_t select_neighbors(const struct hnsw *h, const struct cand *c,
+ * if it is not more similar to a neighbour kept so far than to the base.
+ * Copies of the base itself (is_dup) are exactly as similar to each other
+ * as to the base, so the heuristic never prunes them and they would fill
+ * the list (leaving a group of copies without a way out); they are kept
+ * first, up to dup_cap(mmax). Copies of another vector prune each other
+ * (one of them is kept). c is sorted best first, ties by node id, so the
+ * oldest copies are the ones kept. Writes at most mmax ids to out; returns
+ * the count. */
+static uint32_t select_neighbors(const struct hnsw *h, uint32_t base, const struct cand *c,
                                  size_t nc, int mmax, uint32_t *out)
 {
-    uint32_t k = 0;
+    uint32_t k = 0, ndup = 0, cap = dup_cap(mmax);
     for (size_t i = 0; i < nc && k < (uint32_t)mmax; i++) {
+        if (is_dup(h, base, c[i].s)) {
+            if (ndup < cap) {
+                out[k++] = c[i].id;
+                ndup++;
+            }
+            continue;
+        }
         int good = 1;
         for (uint32_t j = 0; j < k; j++) {
             if (nscore(h, c[i].id, out[j]) > c[i].s) {
@@ -759,29 +827,228 @@ static uint32_t select_neighbors(const struct hnsw *h, const struct cand *c,
     return k;
 }
 
-/* Adds `add` to the list of node b on level l, re-selecting the list with
- * the heuristic when it is full. tmp has room for maxdeg + 1 candidates. */
-static void add_link(const struct hnsw *h, uint32_t b, uint32_t add, int l,
-                     struct cand *tmp)
+/* Copies of node b in its list on level l. */
+static uint32_t count_dups(const struct hnsw *h, uint32_t b, int l)
+{
+    const uint32_t *lst = links(h, b, l);
+    uint32_t d = 0;
+    for (uint32_t j = 1; j <= lst[0]; j++)
+        d += is_dup(h, b, nscore(h, b, lst[j]));
+    return d;
+}
+
+/* Adds `add` (score s with b) to the list of node b on level l, re-selecting
+ * the list with the heuristic when it is full or already holds its share
+ * of copies of b. tmp has room for maxdeg + 1 candidates. Returns 1 when
+ * `add` is in the list afterwards. */
+static int add_link(const struct hnsw *h, uint32_t b, uint32_t add, float s, int l,
+                    struct cand *tmp)
 {
     uint32_t *lst = links(h, b, l);
     int mmax = maxdeg(h, l);
     uint32_t cnt = lst[0];
     for (uint32_t j = 1; j <= cnt; j++)
         if (lst[j] == add)
-            return;
-    if (cnt < (uint32_t)mmax) {
+            return 1;
+    if (cnt < (uint32_t)mmax &&
+        (!is_dup(h, b, s) || count_dups(h, b, l) < dup_cap(mmax))) {
         lst[1 + cnt] = add;
         lst[0] = cnt + 1;
-        return;
+        return 1;
     }
     size_t nc = 0;
     for (uint32_t j = 1; j <= cnt; j++)
         if (!is_del(h, lst[j]))
             tmp[nc++] = (struct cand){nscore(h, b, lst[j]), lst[j]};
-    tmp[nc++] = (struct cand){nscore(h, b, add), add};
+    tmp[nc++] = (struct cand){s, add};
     qsort(tmp, nc, sizeof *tmp, cand_desc);
-    lst[0] = select_neighbors(h, tmp, nc, mmax, lst + 1);
+    lst[0] = select_neighbors(h, b, tmp, nc, mmax, lst + 1);
+    for (uint32_t j = 1; j <= lst[0]; j++)
+        if (lst[j] == add)
+            return 1;
+    return 0;
+}
+
+static int in_list(const uint32_t *lst, uint32_t x)
+{
+    for (uint32_t j = 1; j <= lst[0]; j++)
+        if (lst[j] == x)
+            return 1;
+    return 0;
+}
+
+/* Puts x into node i's list on level l, i's links being new (no node's
+ * reachability depends on them yet, so any of them may give way): in place
+ * of i's newest copy when x is a copy of i and i holds its share of them,
+ * else appended, else in place of i's worst entry. */
+static void give_link(struct hnsw *h, uint32_t i, int l, uint32_t x)
+{
+    uint32_t *il = links(h, i, l);
+    int mmax = maxdeg(h, l);
+    if (is_dup(h, i, nscore(h, i, x)) && count_dups(h, i, l) >= dup_cap(mmax)) {
+        uint32_t w = 0;
+        for (uint32_t j = 1; j <= il[0]; j++)
+            if (is_dup(h, i, nscore(h, i, il[j])) && (!w || il[j] > il[w]))
+                w = j;
+        il[w] = x;
+        return;
+    }
+    if (il[0] < (uint32_t)mmax) {
+        il[++il[0]] = x;
+        return;
+    }
+    uint32_t w = 1;
+    float ws = nscore(h, i, il[1]);
+    for (uint32_t j = 2; j <= il[0]; j++) {
+        float sj = nscore(h, i, il[j]);
+        if (sj < ws) {
+            ws = sj;
+            w = j;
+        }
+    }
+    il[w] = x;
+}
+
+/* Puts i into the list of b on level l, making room if the list is full or
+ * holds its share of copies of b (i being one): in place of an entry x that
+ * i links to, so whatever reached x through b still does, through i
+ * (b -> i -> x); without such an entry, b gives up its worst entry (its
+ * newest copy when i is a copy: b keeps its links out of the group), which
+ * i takes over. Only for an i whose own links nothing depends on yet (a new
+ * node, or one no search can reach). */
+static void force_link(struct hnsw *h, uint32_t b, uint32_t i, int l)
+{
+    uint32_t *bl = links(h, b, l);
+    int mmax = maxdeg(h, l);
+    if (in_list(bl, i))
+        return;
+    int dup = is_dup(h, b, nscore(h, b, i));
+    if (bl[0] < (uint32_t)mmax && (!dup || count_dups(h, b, l) < dup_cap(mmax))) {
+        bl[++bl[0]] = i;
+        return;
+    }
+    /* The entry to give up: one i links to if any, else the worst; among
+     * equals the newest (highest id). */
+    uint32_t pick = 0, pick_in = 0;
+    float pick_s = 0;
+    for (int only_dups = dup; !pick && only_dups >= 0; only_dups--)
+        for (uint32_t j = 1; j <= bl[0]; j++) {
+            float sx = nscore(h, b, bl[j]);
+            if (only_dups && !is_dup(h, b, sx))
+                continue;
+            uint32_t inm = in_list(links(h, i, l), bl[j]);
+            if (!pick || inm > pick_in ||
+                (inm == pick_in && (sx < pick_s || (sx == pick_s && bl[j] > bl[pick])))) {
+                pick = j;
+                pick_in = inm;
+                pick_s = sx;
+            }
+        }
+    uint32_t x = bl[pick]; /* pick > 0: a full list is not empty */
+    bl[pick] = i;
+    if (!pick_in)
+        give_link(h, i, l, x);
+}
+
+/* Makes sure the new node i has an incoming link on level l that lasts (a
+ * node nobody links to is never found). mine[0 .. nm) are i's neighbours,
+ * best first, mine_s their scores. When i has copies among them the link
+ * must come from a copy: a copy's list never drops copies of itself (they
+ * sort first and stay within dup_cap), while any other list keeps only the
+ * oldest of a group of copies, so a link from there goes at its next
+ * re-selection. The link is missing for the newest copy of a vector once
+ * the copies' lists hold their share of copies, and for the outliers that
+ * every neighbour prunes; it then comes from the best neighbour (the best
+ * copy, when i has copies), by force_link. */
+static void keep_reachable(struct hnsw *h, uint32_t i, int l, const uint32_t *mine,
+                           uint32_t nm, const float *mine_s)
+{
+    if (nm == 0)
+        return;
+    int any_dup = is_dup(h, i, mine_s[0]); /* copies come first */
+    for (uint32_t j = 0; j < nm; j++)
+        if ((!any_dup || is_dup(h, i, mine_s[j])) && in_list(links(h, mine[j], l), i))
+            return;
+    force_link(h, mine[0], i, l);
+}
+
+/* Marks seen what a layer-0 walk from `from` reaches (through tombstones);
+ * queue has room for n ids. */
+static void walk0(const struct hnsw *h, uint32_t from, uint8_t *seen, uint32_t *queue)
+{
+    size_t head = 0, tail = 0;
+    if (seen[from])
+        return;
+    seen[from] = 1;
+    queue[tail++] = from;
+    while (head < tail) {
+        const uint32_t *l = links(h, queue[head++], 0);
+        for (uint32_t j = 1; j <= l[0]; j++)
+            if (!seen[l[j]]) {
+                seen[l[j]] = 1;
+                queue[tail++] = l[j];
+            }
+    }
+}
+
+/* The live node most similar to node i among those a layer-0 search from
+ * the entry point finds (all reachable); -1 when none. */
+static int best_reachable(struct hnsw *h, struct scratch *s, uint32_t i, uint32_t *best)
+{
+    struct query q = {vec_of(h, i), code_of(h, i), h->scales[i]};
+    struct cand e0 = {qscore(h, &q, h->entry), h->entry};
+    struct layer_opts o = {NULL, NULL, 0, 0};
+    size_t nr = search_layer(h, s, &q, &e0, 1, (size_t)h->efc, 0, &o);
+    if (nr == 0)
+        return -1;
+    struct cand top = s->rq[0];
+    for (size_t j = 1; j < nr; j++)
+        if (s->rq[j].s > top.s || (s->rq[j].s == top.s && s->rq[j].id < top.id))
+            top = s->rq[j];
+    *best = top.id;
+    return 0;
+}
+
+/* Links every live node that a layer-0 walk from the entry point cannot
+ * reach from its best reachable node (found by a layer-0 search from the
+ * entry), with force_link: nothing reachable depends on an unreachable
+ * node's links. Run after compaction (removing tombstones can orphan a
+ * node) and on load (older builds orphaned copies of duplicated vectors).
+ * Returns the count relinked, or -1 when out of memory. */
+static long repair_reachability(struct hnsw *h)
+{
+    uint32_t n = h->n;
+    if (n == 0 || h->entry == NONE)
+        return 0;
+    uint8_t *seen = calloc(n, 1);
+    uint32_t *queue = malloc((size_t)n * sizeof *queue);
+    if (!seen || !queue) {
+        free(seen);
+        free(queue);
+        return -1;
+    }
+    walk0(h, h->entry, seen, queue);
+    long fixed = 0;
+    struct scratch *s = NULL;
+    for (uint32_t i = 0; i < n && fixed >= 0; i++) {
+        if (seen[i] || is_del(h, i))
+            continue;
+        if (!s && !(s = scratch_get(h, (size_t)h->efc))) {
+            fixed = -1;
+            break;
+        }
+        uint32_t b;
+        if (best_reachable(h, s, i, &b) == 0) {
+            force_link(h, b, i, 0);
+            walk0(h, i, seen, queue);
+            fixed++;
+        }
+    }
+    if (s)
+        scratch_put(h, s);
+    free(seen);
+    free(queue);
+    return fixed;
 }
 
 /* Links the new node i (already stored, level lv) into the graph. */
@@ -794,6 +1061,8 @@ static void connect_node(struct hnsw *h, struct scratch *s, uint32_t i, int lv)
     /* As in the paper, all of a level's results seed the next level down. */
     size_t nep = 1;
     s->eps[0] = (struct cand){eps, ep};
+    uint32_t sel[HNSW_MAX_M];
+    float sel_s[HNSW_MAX_M];
     for (int l = top; l >= 0; l--) {
         struct layer_opts o = {NULL, NULL, 0, 0};
         size_t nr = search_layer(h, s, &q, s->eps, nep, (size_t)h->efc, l, &o);
@@ -805,9 +1074,18 @@ static void connect_node(struct hnsw *h, struct scratch *s, uint32_t i, int lv)
             nep = nr;
         }
         uint32_t *mine = links(h, i, l);
-        mine[0] = select_neighbors(h, t, nr, h->m, mine + 1);
-        for (uint32_t j = 1; j <= mine[0]; j++)
-            add_link(h, mine[j], i, l, t);
+        uint32_t nm = select_neighbors(h, i, t, nr, h->m, mine + 1);
+        mine[0] = nm;
+        /* mine may change below (keep_reachable): work on a copy. */
+        memcpy(sel, mine + 1, nm * sizeof *sel);
+        for (uint32_t j = 0, k = 0; j < nm; j++) {
+            while (s->eps[k].id != sel[j]) /* eps holds the sorted results */
+                k++;
+            sel_s[j] = s->eps[k].s;
+        }
+        for (uint32_t j = 0; j < nm; j++)
+            add_link(h, sel[j], i, sel_s[j], l, t);
+        keep_reachable(h, i, l, sel, nm, sel_s);
     }
     if (lv > h->max_level) {
         h->max_level = lv;
@@ -833,6 +1111,9 @@ static int grow(struct hnsw *h, size_t need)
     float *sc = realloc(h->scales, nc * sizeof *sc);
     if (sc)
         h->scales = sc;
+    float *sf = realloc(h->selfs, nc * sizeof *sf);
+    if (sf)
+        h->selfs = sf;
     int64_t *lb = realloc(h->labels, nc * sizeof *lb);
     if (lb)
         h->labels = lb;
@@ -845,7 +1126,7 @@ static int grow(struct hnsw *h, size_t need)
     uint32_t **up = realloc(h->upper, nc * sizeof *up);
     if (up)
         h->upper = up;
-    if (!v || !c || !l0 || !sc || !lb || !lv || !fl || !up) {
+    if (!v || !c || !l0 || !sc || !sf || !lb || !lv || !fl || !up) {
         free(v);
         free(c);
         free(l0);
@@ -884,9 +1165,7 @@ static int add_node(struct hnsw *h, int64_t label, const float *v, int lv)
         return -1;
     }
     memcpy(h->vecs + (size_t)i * h->dim, v, (size_t)h->dim * sizeof *v);
-    int8_t *c = h->codes + (size_t)i * h->cstride;
-    memset(c, 0, h->cstride);
-    h->scales[i] = vec_quantize_i8(v, (size_t)h->dim, c);
+    set_codes(h, i);
     h->labels[i] = label;
     h->levels[i] = (uint8_t)lv;
     h->flags[i] = 0;
@@ -986,11 +1265,13 @@ int hnsw_compact(struct hnsw *h, struct err *err)
     uint32_t *newid = calloc(n, sizeof *newid);
     size_t tcap = (size_t)(h->m0 + 1) * (h->m0 + 1);
     struct cand *t = malloc(tcap * sizeof *t);
+    uint32_t *tq = malloc(tcap * sizeof *tq); /* tombstones to walk through */
     uint32_t *sel = malloc(((size_t)h->m0 + 1) * sizeof *sel);
-    if (!stamp || !newid || !t || !sel) {
+    if (!stamp || !newid || !t || !tq || !sel) {
         free(stamp);
         free(newid);
         free(t);
+        free(tq);
         free(sel);
         return err_set(err, ERR_NOMEM, "hnsw: no memory to compact %u nodes", n);
     }
@@ -1006,29 +1287,44 @@ int hnsw_compact(struct hnsw *h, struct err *err)
                 hasdel |= is_del(h, lst[j]);
             if (!hasdel)
                 continue;
+            /* Candidates: the live members, and the live nodes reached
+             * through tombstones, several in a row where needed (deleting
+             * all but one of a group of copies leaves chains of them). */
             ep++;
             stamp[u] = ep;
-            size_t nc = 0;
+            size_t nc = 0, nq = 0;
             for (uint32_t j = 1; j <= cnt; j++) {
                 uint32_t x = lst[j];
-                if (!is_del(h, x)) {
-                    if (stamp[x] != ep) {
-                        stamp[x] = ep;
-                        t[nc++] = (struct cand){nscore(h, u, x), x};
-                    }
+                if (stamp[x] == ep)
                     continue;
-                }
-                const uint32_t *dl = links(h, x, l);
-                for (uint32_t k = 1; k <= dl[0]; k++) {
+                stamp[x] = ep;
+                if (!is_del(h, x))
+                    t[nc++] = (struct cand){nscore(h, u, x), x};
+                else
+                    tq[nq++] = x;
+            }
+            for (size_t qi = 0, direct = nq; qi < nq && nc < tcap; qi++) {
+                /* Past the list's own tombstones, walk on while the list
+                 * cannot be refilled, and through copies of u (deleted
+                 * copies lead to the live ones): normal deletes stop after
+                 * the tombstones' own lists. */
+                if (qi >= direct && nc >= (size_t)maxdeg(h, l) &&
+                    !is_dup(h, u, nscore(h, u, tq[qi])))
+                    continue;
+                const uint32_t *dl = links(h, tq[qi], l);
+                for (uint32_t k = 1; k <= dl[0] && nc < tcap; k++) {
                     uint32_t y = dl[k];
-                    if (!is_del(h, y) && stamp[y] != ep && nc < tcap) {
-                        stamp[y] = ep;
+                    if (stamp[y] == ep)
+                        continue;
+                    stamp[y] = ep;
+                    if (!is_del(h, y))
                         t[nc++] = (struct cand){nscore(h, u, y), y};
-                    }
+                    else if (nq < tcap)
+                        tq[nq++] = y;
                 }
             }
             qsort(t, nc, sizeof *t, cand_desc);
-            uint32_t k = select_neighbors(h, t, nc, maxdeg(h, l), sel);
+            uint32_t k = select_neighbors(h, u, t, nc, maxdeg(h, l), sel);
             memcpy(lst + 1, sel, k * sizeof *sel);
             lst[0] = k;
         }
@@ -1066,6 +1362,7 @@ int hnsw_compact(struct hnsw *h, struct err *err)
             memcpy(h->codes + v * h->cstride, h->codes + u * h->cstride, h->cstride);
             memcpy(h->links0 + v * l0w, h->links0 + u * l0w, l0w * sizeof(uint32_t));
             h->scales[v] = h->scales[u];
+            h->selfs[v] = h->selfs[u];
             h->labels[v] = h->labels[u];
             h->levels[v] = h->levels[u];
             h->upper[v] = h->upper[u];
@@ -1093,7 +1390,11 @@ int hnsw_compact(struct hnsw *h, struct err *err)
     free(stamp);
     free(newid);
     free(t);
+    free(tq);
     free(sel);
+    /* 3. The repaired lists may leave a node no list points at. */
+    if (!rc && repair_reachability(h) < 0)
+        rc = err_set(err, ERR_NOMEM, "hnsw: no memory to check the graph's reachability");
     return rc;
 }
 
@@ -1161,6 +1462,7 @@ void hnsw_free(struct hnsw *h)
     free(h->vecs);
     free(h->codes);
     free(h->scales);
+    free(h->selfs);
     free(h->labels);
     free(h->levels);
     free(h->flags);
@@ -1202,7 +1504,7 @@ uint64_t hnsw_tag(const struct hnsw *h) { return h->tag; }
 
 size_t hnsw_memory(const struct hnsw *h)
 {
-    size_t per = (size_t)h->dim * 4 + h->cstride + 4 + 8 + 1 + 1 + sizeof(void *) +
+    size_t per = (size_t)h->dim * 4 + h->cstride + 4 + 4 + 8 + 1 + 1 + sizeof(void *) +
                  (1 + (size_t)h->m0) * 4;
     size_t b = (size_t)h->cap * per + h->map_cap * sizeof(struct slot);
     for (uint32_t i = 0; i < h->n; i++)
@@ -1305,6 +1607,25 @@ int hnsw_validate(const struct hnsw *h, struct err *err)
         return err_set(err, ERR_CORRUPT, "hnsw: %zu labels mapped for %u live nodes", h->map_n,
                        n - dels);
     return 0;
+}
+
+size_t hnsw_unreachable(const struct hnsw *h)
+{
+    if (h->n == 0)
+        return 0;
+    uint8_t *seen = calloc(h->n, 1);
+    uint32_t *queue = malloc((size_t)h->n * sizeof *queue);
+    size_t lost = 0;
+    if (!seen || !queue)
+        lost = (size_t)-1;
+    else {
+        walk0(h, h->entry, seen, queue);
+        for (uint32_t i = 0; i < h->n; i++)
+            lost += !seen[i] && !is_del(h, i);
+    }
+    free(seen);
+    free(queue);
+    return lost;
 }
 
 /* ---- CRC-32C ---------------------------------------------------------------- */
@@ -1736,15 +2057,13 @@ int hnsw_load(struct hnsw **out, const char *path, const struct hnsw_params *pp,
     h->covered = (int64_t)get64(hdr + 48);
     h->tag = get64(hdr + 56);
     for (uint64_t i = 0; i < n; i++) {
-        int8_t *c = h->codes + i * h->cstride;
-        memset(c, 0, h->cstride);
         const float *x = vec_of(h, (uint32_t)i);
         double ss = 0;
         for (uint32_t k = 0; k < dim; k++)
             ss += (double)x[k] * x[k];
         if (!(fabs(ss - 1) < 1e-3)) /* also catches NaN and infinities */
             CORRUPT("%s: node %llu: vector norm^2 is %g, not 1", path, (unsigned long long)i, ss);
-        h->scales[i] = vec_quantize_i8(x, dim, c);
+        set_codes(h, (uint32_t)i);
         if (is_del(h, (uint32_t)i))
             continue;
         int put = map_put(h, h->labels[i], (uint32_t)i);
@@ -1758,6 +2077,12 @@ int hnsw_load(struct hnsw **out, const char *path, const struct hnsw_params *pp,
     rc = hnsw_validate(h, err);
     if (rc) {
         err_prefix(err, "%s", path);
+        goto fail;
+    }
+    /* Older builds could leave nodes without incoming links (copies of one
+     * vector): link them now, the file stays as it is until the next save. */
+    if (repair_reachability(h) < 0) {
+        rc = err_set(err, ERR_NOMEM, "%s: no memory to check the graph's reachability", path);
         goto fail;
     }
     free(lbuf);

@@ -122,8 +122,8 @@ int hnsw_exact(const struct hnsw *h, const float *q, size_t k,
                hnsw_accept_fn accept, void *ctx, struct hnsw_hit *out,
                size_t *n_out, struct err *err);
 
-/* Removes tombstones, repairing the neighbour lists that pointed at them,
- * and renumbers nodes densely. */
+/* Removes tombstones, repairing the neighbour lists that pointed at them
+ * and linking any node left unreachable, and renumbers nodes densely. */
 int hnsw_compact(struct hnsw *h, struct err *err);
 
 /* Checks the graph's invariants: degrees within bounds, neighbour ids in
@@ -132,6 +132,14 @@ int hnsw_compact(struct hnsw *h, struct err *err);
  * the first problem found. */
 int hnsw_validate(const struct hnsw *h, struct err *err);
 
+/* Live items that a walk of layer 0 from the entry point (through
+ * tombstones) never visits: no search can return them. Inserts give every
+ * new node an incoming link, and compaction and hnsw_load link any node
+ * left without a path, so this is 0 unless later inserts' re-selections
+ * cut a node off (rare; HNSW promises nothing). For tests and diagnostics.
+ * (size_t)-1 when out of memory. */
+size_t hnsw_unreachable(const struct hnsw *h);
+
 /* Writes the index to path durably: path.tmp.PID, fsync, rename, fsync of
  * the directory. */
 int hnsw_save(const struct hnsw *h, const char *path, struct err *err);
@@ -139,7 +147,9 @@ int hnsw_save(const struct hnsw *h, const char *path, struct err *err);
 /* Reads an index written by hnsw_save. ERR_NOT_FOUND when path does not
  * exist, ERR_CORRUPT for any inconsistency (see the format above), ERR_IO
  * for read errors. quantize and max_deleted_fraction come from p (NULL:
- * defaults); m, ef_construction and dim come from the file. */
+ * defaults); m, ef_construction and dim come from the file. Nodes of the
+ * file that no search could reach (older builds left copies of duplicated
+ * vectors so) are linked in memory; the file changes at the next save. */
 int hnsw_load(struct hnsw **out, const char *path, const struct hnsw_params *p,
               struct err *err);
 

@@ -30,12 +30,18 @@
  *  7. Locks: index rwlock, then a connection mutex (never the other way
  *     round). Searches hold the index read lock; catch-up holds it for
  *     writing.
+ *  8. The index file is written as PATH.hnsw.tmp.PID and renamed; a process
+ *     killed in between leaves that file, so store_open removes the ones
+ *     whose PID is no live process (never another process's save).
  */
 #include "store/store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +76,7 @@ enum stmt_id {
     S_COUNT_EMB,
     S_ALL_EMB,
     S_MAX_SEQ,
+    S_ITEM_EXISTS,
     S_COUNT_
 };
 
@@ -112,6 +119,7 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_COUNT_EMB] = "SELECT count(*) FROM items WHERE length(embedding) = ?1",
     [S_ALL_EMB] = "SELECT seq, embedding FROM items WHERE embedding IS NOT NULL ORDER BY seq",
     [S_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM items",
+    [S_ITEM_EXISTS] = "SELECT seq FROM items WHERE id = ?1",
 };
 
 /* Version 1 of the schema. Migrations append steps; a database records the
@@ -423,6 +431,41 @@ done:
     return rc;
 }
 
+/* Removes PATH.hnsw.tmp.PID files that hnsw_save left behind when its
+ * process died (kill -9, power loss) between creating and renaming them.
+ * Only files whose PID names no live process go: another process's save in
+ * progress keeps its file (a PID reused by an unrelated process keeps a
+ * stale file until a later open, which is harmless). Best effort: failures
+ * are ignored, a leftover file only wastes space. */
+static void remove_stale_tmp(const char *index_path)
+{
+    const char *slash = strrchr(index_path, '/');
+    const char *base = slash ? slash + 1 : index_path;
+    char *dir = slash ? strndup(index_path, slash == index_path ? 1 : (size_t)(slash - index_path))
+                      : strdup(".");
+    DIR *d = dir ? opendir(dir) : NULL;
+    free(dir);
+    if (!d)
+        return;
+    size_t bl = strlen(base);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        if (strncmp(name, base, bl) || strncmp(name + bl, ".tmp.", 5))
+            continue;
+        const char *p = name + bl + 5;
+        char *end;
+        errno = 0;
+        long pid = strtol(p, &end, 10);
+        if (*p < '1' || *p > '9' || *end || errno || pid > INT_MAX)
+            continue; /* not one of ours: leave it */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive (EPERM: alive, someone else's) */
+        unlinkat(dirfd(d), name, 0);
+    }
+    closedir(d);
+}
+
 int store_open(struct store **out, const char *path, const struct store_options *o,
                struct err *err)
 {
@@ -464,6 +507,7 @@ int store_open(struct store **out, const char *path, const struct store_options 
         store_close(st, NULL);
         return rc;
     }
+    remove_stale_tmp(st->index_path);
     *out = st;
     return 0;
 }
@@ -1163,6 +1207,31 @@ int store_get(struct store *st, const char *id, struct store_item *out, struct e
     return rc ? rc : get_one(st, S_ITEM_GET, id, 1, out, "id", err);
 }
 
+int store_exists(struct store *st, const char *id, int64_t *seq, struct err *err)
+{
+    int rc = check_id(id, err);
+    if (rc)
+        return rc;
+    struct conn *c = rconn(st);
+    pthread_mutex_lock(&c->mu);
+    sqlite3_stmt *s = stmt(st, c, S_ITEM_EXISTS, err);
+    if (!s)
+        rc = -err->code;
+    else {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            if (seq)
+                *seq = sqlite3_column_int64(s, 0);
+            rc = 1;
+        } else if (r != SQLITE_DONE)
+            rc = db_err(err, c->db, st->path, "look up an item");
+        sqlite3_reset(s);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 int store_find_source(struct store *st, const char *source, struct store_item *out,
                       struct err *err)
 {
@@ -1185,16 +1254,21 @@ static int list_items(struct store *st, enum stmt_id id, int64_t after, int limi
         return err_set(err, ERR_NOMEM, "no memory");
     struct conn *c = rconn(st);
     pthread_mutex_lock(&c->mu);
-    int rc = 0;
+    int rc = 0, more = 0;
     size_t k = 0;
     sqlite3_stmt *s = stmt(st, c, id, err);
     if (!s)
         rc = -err->code;
     else {
         sqlite3_bind_int64(s, 1, after);
-        sqlite3_bind_int(s, 2, limit);
+        sqlite3_bind_int(s, 2, limit + 1); /* one row ahead: is there a next page? */
         int r;
         while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            if (k == (size_t)limit) {
+                more = 1;
+                r = SQLITE_DONE;
+                break;
+            }
             if (fill_item(st, s, 0, &a[k])) {
                 rc = err_set(err, ERR_NOMEM, "no memory");
                 break;
@@ -1212,7 +1286,7 @@ static int list_items(struct store *st, enum stmt_id id, int64_t after, int limi
     }
     *items = a;
     *n = k;
-    *next = k == (size_t)limit ? a[k - 1].seq : 0;
+    *next = more ? a[k - 1].seq : 0;
     return 0;
 }
 

@@ -58,7 +58,8 @@ struct store_options {
  * or dimension is ERR_MODEL_MISMATCH, naming both (store_reset_embeddings
  * switches models). A database from a newer imgsearch is ERR_UNSUPPORTED_FORMAT;
  * a file that is not a store is ERR_CORRUPT; a missing one without
- * o->create is ERR_NOT_FOUND. */
+ * o->create is ERR_NOT_FOUND. Removes the PATH.hnsw.tmp.PID files of index
+ * saves whose process died before renaming them (PID not alive). */
 int store_open(struct store **out, const char *path, const struct store_options *o,
                struct err *err);
 
@@ -116,13 +117,19 @@ int store_put_embedding(struct store *st, const char *id, const float *v,
 int store_get(struct store *st, const char *id, struct store_item *out,
               struct err *err);
 
+/* Whether item id exists, without reading its embedding or metadata: 1
+ * when present (*seq, may be NULL, gets its seq), 0 when absent (*seq and
+ * err untouched), a negative error code otherwise (ERR_INVALID_ARGUMENT for
+ * a bad id). Sees the caller's own open batch, like store_get. */
+int store_exists(struct store *st, const char *id, int64_t *seq, struct err *err);
+
 /* Deletes item id; ERR_NOT_FOUND if absent. */
 int store_delete(struct store *st, const char *id, struct err *err);
 
 /* Items with seq > after, in seq order, at most limit (1..10000), without
  * embeddings (has_embedding says). *items is malloc'd (store_items_free);
- * *next gets the seq to pass as `after` for the next page, or 0 when this
- * page is the last. */
+ * *next gets the seq to pass as `after` for the next page, or 0 when no
+ * item follows this page (a full page that ends the list included). */
 int store_list(struct store *st, int64_t after, int limit, struct store_item **items,
                size_t *n, int64_t *next, struct err *err);
 
