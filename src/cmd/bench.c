@@ -25,6 +25,22 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Calls fn once to warm up, then again until `seconds` have passed and at
+ * least min_iters calls were timed; *per gets seconds per call. */
+static int timed(int (*fn)(void *ctx, struct err *err), void *ctx, double seconds,
+                 int min_iters, double *per, struct err *err)
+{
+    int rc = fn(ctx, err), iters = 0;
+    double t0 = now(), t = t0;
+    while (!rc && (t - t0 < seconds || iters < min_iters)) {
+        rc = fn(ctx, err);
+        iters++;
+        t = now();
+    }
+    *per = iters ? (t - t0) / iters : 0;
+    return rc;
+}
+
 struct bopts {
     const char *model;
     long batch;
@@ -104,6 +120,19 @@ static const char *prec_name(enum pipe_precision p, const struct pipe *pp)
     return pipe_precision_name(pp);
 }
 
+struct embed_run {
+    struct pipe *p;
+    const float *in;
+    int b;
+    float *out;
+};
+
+static int embed_once(void *ctx, struct err *err)
+{
+    struct embed_run *r = ctx;
+    return pipe_embed_pixels(r->p, r->in, r->b, r->out, 1, err);
+}
+
 static int bench_embed(struct bopts *o)
 {
     struct pipe_opts po = {.prec = o->prec, .skip_text = 1};
@@ -122,18 +151,12 @@ static int bench_embed(struct bopts *o)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         in[i] = (float)((s >> 40) & 0xffff) / 32768.0f - 1.0f;
     }
-    int rc = pipe_embed_pixels(p, in, (int)o->batch, out, 1, &err); /* warm-up */
-    int iters = 0;
-    double t0 = now(), t = t0;
-    while (!rc && (t - t0 < o->seconds || iters < 2)) {
-        rc = pipe_embed_pixels(p, in, (int)o->batch, out, 1, &err);
-        iters++;
-        t = now();
-    }
+    struct embed_run r = {p, in, (int)o->batch, out};
+    double per;
+    int rc = timed(embed_once, &r, o->seconds, 2, &per, &err);
     if (rc) {
         rc = cmd_fail("bench", &err);
     } else {
-        double per = (t - t0) / iters;
         printf("{\"what\": \"image\", \"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
                "\"ms_per_batch\": %.3f, \"rss_mb\": %.0f, \"model_mb\": %.0f}\n",
                o->batch, prec_name(o->prec, p), o->batch / per, per * 1e3, rss_mb("VmRSS"),
@@ -143,6 +166,20 @@ static int bench_embed(struct bopts *o)
     free(out);
     pipe_free(p);
     return rc;
+}
+
+struct text_run {
+    struct clip_model *m;
+    const int32_t *const *rows;
+    const int *lens;
+    int b;
+    float *out;
+};
+
+static int text_once(void *ctx, struct err *err)
+{
+    struct text_run *r = ctx;
+    return clip_embed_ids(r->m, r->rows, r->lens, r->b, r->out, err);
 }
 
 static int bench_text(struct bopts *o)
@@ -177,18 +214,12 @@ static int bench_text(struct bopts *o)
         rows[i] = r;
         lens[i] = n;
     }
-    int rc = clip_embed_ids(p->model, rows, lens, b, out, &err);
-    int iters = 0;
-    double t0 = now(), t = t0;
-    while (!rc && (t - t0 < o->seconds || iters < 2)) {
-        rc = clip_embed_ids(p->model, rows, lens, b, out, &err);
-        iters++;
-        t = now();
-    }
+    struct text_run r = {p->model, rows, lens, b, out};
+    double per;
+    int rc = timed(text_once, &r, o->seconds, 2, &per, &err);
     if (rc) {
         rc = cmd_fail("bench", &err);
     } else {
-        double per = (t - t0) / iters;
         printf("{\"what\": \"text\", \"batch\": %d, \"precision\": \"%s\", \"texts_per_s\": %.2f, "
                "\"ms_per_batch\": %.3f}\n",
                b, prec_name(o->prec, p), b / per, per * 1e3);
@@ -199,6 +230,20 @@ static int bench_text(struct bopts *o)
     free(out);
     pipe_free(p);
     return rc;
+}
+
+struct gemm_run {
+    struct clip_linear *l;
+    const float *x;
+    int m;
+    float *y;
+    uint16_t *xbf;
+};
+
+static int gemm_once(void *ctx, struct err *err)
+{
+    struct gemm_run *r = ctx;
+    return clip_linear_forward(r->l, r->x, r->m, r->y, r->xbf, err);
 }
 
 static int bench_gemm(struct bopts *o)
@@ -220,15 +265,13 @@ static int bench_gemm(struct bopts *o)
             rc = cmd_fail("bench", &err);
             break;
         }
-        clip_linear_forward(&l, x, m, y, xbf, &err);
-        int iters = 0;
-        double t0 = now(), t = t0;
-        while (t - t0 < o->seconds / 2 || iters < 3) {
-            clip_linear_forward(&l, x, m, y, xbf, &err);
-            iters++;
-            t = now();
+        struct gemm_run r = {&l, x, m, y, xbf};
+        double per;
+        if (timed(gemm_once, &r, o->seconds / 2, 3, &per, &err)) {
+            rc = cmd_fail("bench", &err);
+            clip_linear_free(&l);
+            break;
         }
-        double per = (t - t0) / iters;
         printf("{\"what\": \"gemm\", \"m\": %d, \"k\": %d, \"n\": %d, \"precision\": \"%s\", "
                "\"ms\": %.3f, \"gflops\": %.1f}\n",
                m, k, n, pi ? "bf16" : "fp32", per * 1e3, 2.0 * m * k * n / per * 1e-9);
@@ -240,8 +283,19 @@ static int bench_gemm(struct bopts *o)
     return rc;
 }
 
-/* decode + preprocess (and embed when embed = 1) of the files, repeated
- * until seconds have passed. */
+struct prep_run {
+    struct pipe *p;
+    const uint8_t *jpg;
+    size_t n;
+    float *px;
+};
+
+static int prep_once(void *ctx, struct err *err)
+{
+    struct prep_run *r = ctx;
+    return pipe_prepare_bytes(r->p, r->jpg, r->n, "synthetic", r->px, err);
+}
+
 /* decode + preprocess of one synthetic JPEG of syn_w x syn_h made in
  * memory (a 12 MP phone photo: 4032x3024), to show DCT scaling. */
 static int bench_synthetic(struct bopts *o)
@@ -261,26 +315,24 @@ static int bench_synthetic(struct bopts *o)
     if (!rc)
         rc = img_encode_jpeg(&im, 90, NULL, 0, &jpg, &n, &err);
     img_free(&im);
-    long done = 0;
-    double t0 = now(), t = t0;
-    while (!rc && (t - t0 < o->seconds || done < 3)) {
-        rc = pipe_prepare_bytes(p, jpg, n, "synthetic", px, &err);
-        done++;
-        t = now();
-    }
+    struct prep_run r = {p, jpg, n, px};
+    double per = 0;
+    if (!rc)
+        rc = timed(prep_once, &r, o->seconds, 3, &per, &err);
     if (rc)
         rc = cmd_fail("bench", &err);
     else
         printf("{\"what\": \"preprocess\", \"image\": \"synthetic %dx%d jpeg\", \"dct_scaling\": %s, "
                "\"ms_per_image\": %.2f, \"images_per_s\": %.2f}\n",
-               o->syn_w, o->syn_h, o->full_decode ? "false" : "true", (t - t0) / done * 1e3,
-               done / (t - t0));
+               o->syn_w, o->syn_h, o->full_decode ? "false" : "true", per * 1e3, 1.0 / per);
     free(jpg);
     free(px);
     pipe_free(p);
     return rc;
 }
 
+/* decode + preprocess (and embed when embed = 1) of the files, repeated
+ * until seconds have passed. */
 static int bench_files(struct bopts *o, int embed)
 {
     if (!embed && o->syn_w)
