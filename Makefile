@@ -141,7 +141,8 @@ clean:
 # Clustered vectors with exact truth for `imgsearch bench ann` (bench/ann.sh).
 $(B)/bench/gen_vectors: bench/gen_vectors.c $(B)/libimgsearch.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 # The HTTP concurrency test and loopback benchmark client (tests/http/load.c,
 # libcurl + pthreads), used by tests/cli/test_serve.sh and bench/http.sh.
