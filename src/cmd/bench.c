@@ -114,12 +114,6 @@ static double rss_mb(const char *field)
     return kb / 1024.0;
 }
 
-static const char *prec_name(enum pipe_precision p, const struct pipe *pp)
-{
-    (void)p;
-    return pipe_precision_name(pp);
-}
-
 struct embed_run {
     struct pipe *p;
     const float *in;
@@ -159,7 +153,7 @@ static int bench_embed(struct bopts *o)
     } else {
         printf("{\"what\": \"image\", \"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
                "\"ms_per_batch\": %.3f, \"rss_mb\": %.0f, \"model_mb\": %.0f}\n",
-               o->batch, prec_name(o->prec, p), o->batch / per, per * 1e3, rss_mb("VmRSS"),
+               o->batch, pipe_precision_name(p), o->batch / per, per * 1e3, rss_mb("VmRSS"),
                model_rss);
     }
     free(in);
@@ -222,7 +216,7 @@ static int bench_text(struct bopts *o)
     } else {
         printf("{\"what\": \"text\", \"batch\": %d, \"precision\": \"%s\", \"texts_per_s\": %.2f, "
                "\"ms_per_batch\": %.3f}\n",
-               b, prec_name(o->prec, p), b / per, per * 1e3);
+               b, pipe_precision_name(p), b / per, per * 1e3);
     }
     free(ids);
     free(rows);

@@ -211,6 +211,21 @@ static int exec(struct store *st, struct conn *c, const char *sql, struct err *e
     return 0;
 }
 
+/* Runs a one-row, one-column query (schema checks) into *out. */
+static int query_int(struct store *st, struct conn *c, const char *sql, const char *what,
+                     int *out, struct err *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW)
+        rc = db_err(err, c->db, st->path, what);
+    else
+        *out = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return rc;
+}
+
 static char *dup_col(sqlite3_stmt *s, int i)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
@@ -319,38 +334,20 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
         return rc;
     char *model = NULL, *dims = NULL, *dbid = NULL;
     int version = 0;
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(c->db,
-                           "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
-                           -1, &s, NULL) != SQLITE_OK ||
-        sqlite3_step(s) != SQLITE_ROW) {
-        rc = db_err(err, c->db, st->path, "read schema");
+    int have = 0;
+    if ((rc = query_int(st, c, "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
+                        "read schema", &have, err)))
         goto done;
-    }
-    int have = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    s = NULL;
     if (have) {
-        if (sqlite3_prepare_v2(c->db, "SELECT max(version) FROM schema_version", -1, &s,
-                               NULL) != SQLITE_OK ||
-            sqlite3_step(s) != SQLITE_ROW) {
-            rc = db_err(err, c->db, st->path, "read schema version");
+        if ((rc = query_int(st, c, "SELECT max(version) FROM schema_version",
+                            "read schema version", &version, err)))
             goto done;
-        }
-        version = sqlite3_column_int(s, 0);
-        sqlite3_finalize(s);
-        s = NULL;
     } else {
         /* Not ours unless empty: refuse to add tables to another database. */
-        if (sqlite3_prepare_v2(c->db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) !=
-                SQLITE_OK ||
-            sqlite3_step(s) != SQLITE_ROW) {
-            rc = db_err(err, c->db, st->path, "read schema");
+        int tables = 0;
+        if ((rc = query_int(st, c, "SELECT count(*) FROM sqlite_master", "read schema",
+                            &tables, err)))
             goto done;
-        }
-        int tables = sqlite3_column_int(s, 0);
-        sqlite3_finalize(s);
-        s = NULL;
         if (tables) {
             rc = err_set(err, ERR_CORRUPT, "%s: an SQLite database but not an imgsearch store",
                          st->path);
@@ -419,8 +416,6 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
     }
     rc = exec(st, c, "COMMIT", err);
 done:
-    if (s)
-        sqlite3_finalize(s);
     if (rc)
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     free(model);
