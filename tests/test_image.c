@@ -1007,6 +1007,50 @@ TEST(gif_frames)
     free(m.p);
 }
 
+/* Issue 9: a tiny GIF declaring a huge logical screen around a tiny frame
+ * used to allocate the whole screen (7000x7000: 196 MB for 35 bytes). Above
+ * 4 MP, a frame covering under a quarter of the screen is decoded alone;
+ * below, and at a quarter or more, the screen is drawn as Pillow does. */
+TEST(gif_screen_bomb)
+{
+    struct err e = {0};
+    struct img im = {0};
+    struct membuf m = {0};
+    uint8_t pix[1] = {1};
+    REQUIRE(make_gif(&m, 7000, 7000, 3000, 3000, 1, 1, pix, -1, 0) == 0);
+    CHECKF(m.n < 64, "bomb is %zu bytes", m.n);
+    REQUIRE(img_decode(&im, m.p, m.n, NULL, &e) == 0);
+    CHECKF(im.w == 1 && im.h == 1, "canvas %dx%d, want the 1x1 frame", im.w, im.h);
+    CHECK(px_is(&im, 0, 0, 255, 0, 0));
+    img_free(&im);
+    m.n = 0;
+    /* a 2000x2000 screen (under 4 MP) keeps Pillow's canvas exactly */
+    REQUIRE(make_gif(&m, 2000, 2000, 10, 20, 1, 1, pix, -1, 0) == 0);
+    REQUIRE(img_decode(&im, m.p, m.n, NULL, &e) == 0);
+    CHECK(im.w == 2000 && im.h == 2000);
+    CHECK(px_is(&im, 10, 20, 255, 0, 0) && px_is(&im, 0, 0, 0, 0, 0));
+    CHECK(px_is(&im, 1999, 1999, 0, 0, 0));
+    img_free(&im);
+    m.n = 0;
+    /* over 4 MP, a frame covering exactly a quarter keeps the screen */
+    size_t qn = (size_t)1100 * 1100;
+    uint8_t *q = malloc(qn);
+    REQUIRE(q);
+    memset(q, 2, qn);
+    REQUIRE(make_gif(&m, 2200, 2200, 1100, 1100, 1100, 1100, q, -1, 0) == 0);
+    REQUIRE(img_decode(&im, m.p, m.n, NULL, &e) == 0);
+    CHECK(im.w == 2200 && im.h == 2200);
+    CHECK(px_is(&im, 1100, 1100, 0, 255, 0) && px_is(&im, 1099, 1099, 0, 0, 0));
+    img_free(&im);
+    m.n = 0;
+    /* the pixel limit applies to the canvas that is allocated */
+    struct img_decode_opts o = {.max_pixels = 1000};
+    REQUIRE(make_gif(&m, 40, 40, 0, 0, 1, 1, pix, -1, 0) == 0);
+    CHECK(img_decode(&im, m.p, m.n, &o, &e) == -ERR_TOO_LARGE);
+    free(q);
+    free(m.p);
+}
+
 TEST(webp_alpha_and_exif)
 {
     /* lossless RGBA 2x2: exact values, alpha over white */
@@ -1270,6 +1314,6 @@ TEST_MAIN(sniff_formats, fixtures_match_reference, fixture_dims_and_format,
           orientation_transform_all_eight, orientation_through_jpeg_exif,
           butterfly_exif6_is_butterfly_rotated, errors_truncated_and_corrupt,
           errors_unsupported_too_large_io, png_variants, alpha_over_white_all_values,
-          gif_frames, webp_alpha_and_exif, cmyk_jpeg, resize_identity_and_hand_values,
+          gif_frames, gif_screen_bomb, webp_alpha_and_exif, cmyk_jpeg, resize_identity_and_hand_values,
           preprocess_window_equals_full_resize, preprocess_geometry,
           preprocess_extreme_aspect, synthetic_and_encode_args)

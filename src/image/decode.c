@@ -28,7 +28,13 @@
  *    the logical screen (grown if the frame sticks out); pixels outside the
  *    frame are index 0, or the transparent index when the graphic control
  *    extension names one; palette entries the colour map lacks are the gray
- *    ramp Pillow initialises palettes with.
+ *    ramp Pillow initialises palettes with. One deviation, against "screen
+ *    bombs" (a 35-byte file declaring a 7000x7000 screen around a 1x1
+ *    frame): when the screen is over GIF_PAD_MAX_PIXELS and the frame
+ *    covers less than a quarter of it, the canvas is the frame alone. The
+ *    padding is one flat colour that carries nothing to search by, and
+ *    allocating it is the whole cost of the attack. Pixels go straight to
+ *    RGB (no index buffer), so a canvas costs 3 bytes per pixel.
  * 7. WebP: still images only (animated ones are refused); RGBA when the
  *    bitstream has alpha.
  * 8. EXIF orientation (JPEG APP1 "Exif", PNG eXIf, WebP EXIF chunk) is
@@ -637,6 +643,10 @@ static int gif_error(int code, const struct gsrc *s, struct err *err)
     return err_set(err, ERR_DECODE, "GIF data is corrupt: %s", m ? m : "unknown error");
 }
 
+/* Screens up to this size are drawn exactly as Pillow does; above it a
+ * frame covering under a quarter of the screen is decoded alone (see 6.). */
+#define GIF_PAD_MAX_PIXELS ((uint64_t)4 << 20)
+
 /* Reads the first image of g (its descriptor just read) onto a canvas. */
 static int gif_frame(GifFileType *g, int transparent, uint64_t maxpix, struct raw *out,
                      struct err *err)
@@ -644,14 +654,19 @@ static int gif_frame(GifFileType *g, int transparent, uint64_t maxpix, struct ra
     const GifImageDesc *d = &g->Image;
     if (d->Left < 0 || d->Top < 0 || d->Width < 0 || d->Height < 0)
         return err_set(err, ERR_DECODE, "GIF frame has a negative size or offset");
-    uint64_t fx1 = (uint64_t)d->Left + (uint64_t)d->Width;
-    uint64_t fy1 = (uint64_t)d->Top + (uint64_t)d->Height;
+    uint64_t fx0 = (uint64_t)d->Left, fy0 = (uint64_t)d->Top;
+    uint64_t fw = (uint64_t)d->Width, fh = (uint64_t)d->Height;
     uint64_t W = (uint64_t)(g->SWidth > 0 ? g->SWidth : 0);
     uint64_t H = (uint64_t)(g->SHeight > 0 ? g->SHeight : 0);
-    if (fx1 > W)
-        W = fx1; /* Pillow grows the screen to hold the frame */
-    if (fy1 > H)
-        H = fy1;
+    if (fx0 + fw > W)
+        W = fx0 + fw; /* Pillow grows the screen to hold the frame */
+    if (fy0 + fh > H)
+        H = fy0 + fh;
+    if (W * H > GIF_PAD_MAX_PIXELS && fw * fh * 4 < W * H) {
+        W = fw; /* the frame alone: see 6. in the file comment */
+        H = fh;
+        fx0 = fy0 = 0;
+    }
     int rc = check_size("GIF", W, H, maxpix, err);
     if (rc < 0)
         return rc;
@@ -668,39 +683,42 @@ static int gif_frame(GifFileType *g, int transparent, uint64_t maxpix, struct ra
             pal[i][2] = cm->Colors[i].Blue;
         }
     }
+    /* index -> RGB, the transparent index as alpha 0 over white */
+    uint8_t rgbpal[256][3];
+    memcpy(rgbpal, pal, sizeof pal);
+    if (transparent >= 0)
+        memset(rgbpal[transparent], 255, 3);
 
-    uint8_t *idx = malloc((size_t)(W * H));
+    uint8_t *line = malloc(fw ? (size_t)fw : 1);
     uint8_t *rgb = alloc_pixels(W, H, 3, "GIF", err);
-    if (!idx || !rgb) {
-        free(idx);
+    if (!line || !rgb) {
+        free(line);
         free(rgb);
         return err_set(err, ERR_NOMEM, "out of memory for a %llux%llu GIF image",
                        (unsigned long long)W, (unsigned long long)H);
     }
-    memset(idx, transparent >= 0 ? transparent : 0, (size_t)(W * H));
+    /* Outside the frame: index 0, or the transparent index. */
+    const uint8_t *bg = rgbpal[transparent >= 0 ? transparent : 0];
+    size_t npix = (size_t)(W * H);
+    for (size_t i = 0; i < npix; i++)
+        memcpy(rgb + 3 * i, bg, 3);
     /* Rows in file order; interlaced images come in four passes. */
     static const int start[4] = {0, 4, 2, 1}, step[4] = {8, 8, 4, 2};
     int passes = d->Interlace ? 4 : 1;
     for (int p = 0; p < passes && rc == 0; p++) {
         int y0 = d->Interlace ? start[p] : 0, dy = d->Interlace ? step[p] : 1;
         for (int y = y0; y < d->Height; y += dy) {
-            uint8_t *row = idx + ((size_t)d->Top + (size_t)y) * W + (size_t)d->Left;
-            if (DGifGetLine(g, row, d->Width) == GIF_ERROR) {
+            if (DGifGetLine(g, line, d->Width) == GIF_ERROR) {
                 rc = gif_error(g->Error, g->UserData, err);
                 break;
             }
+            uint8_t *o = rgb + (((size_t)fy0 + (size_t)y) * (size_t)W + (size_t)fx0) * 3;
+            for (size_t x = 0; x < (size_t)fw; x++)
+                memcpy(o + 3 * x, rgbpal[line[x]], 3);
         }
     }
+    free(line);
     if (rc == 0) {
-        size_t npix = (size_t)(W * H);
-        for (size_t i = 0; i < npix; i++) {
-            uint8_t *o = rgb + 3 * i;
-            if (idx[i] == transparent) { /* alpha 0 over white */
-                o[0] = o[1] = o[2] = 255;
-            } else {
-                memcpy(o, pal[idx[i]], 3);
-            }
-        }
         out->rgb = rgb;
         out->w = out->full_w = (int)W;
         out->h = out->full_h = (int)H;
@@ -708,7 +726,6 @@ static int gif_frame(GifFileType *g, int transparent, uint64_t maxpix, struct ra
     } else {
         free(rgb);
     }
-    free(idx);
     return rc;
 }
 
