@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pipe/pipe.h"
+#include "query/query.h"
 
 #define MAX_LABELS 1000
 
@@ -44,31 +45,6 @@ static int split_labels(char *s, char **out, int max)
     return n;
 }
 
-static char *apply_template(const char *tpl, const char *label)
-{
-    const char *at = strstr(tpl, "{}");
-    size_t n = strlen(tpl) + strlen(label) + 1;
-    char *s = malloc(n);
-    if (!s)
-        return NULL;
-    if (at)
-        snprintf(s, n, "%.*s%s%s", (int)(at - tpl), tpl, label, at + 2);
-    else
-        snprintf(s, n, "%s %s", tpl, label);
-    return s;
-}
-
-struct ranked {
-    int idx;
-    float p, logit;
-};
-
-static int by_prob(const void *a, const void *b)
-{
-    const struct ranked *x = a, *y = b;
-    return x->p < y->p ? 1 : x->p > y->p ? -1 : x->idx - y->idx;
-}
-
 static int run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -77,7 +53,7 @@ static int run(int argc, char **argv)
         {"precision", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *model = NULL, *tpl = "a photo of {}";
+    const char *model = NULL, *tpl = QUERY_TEMPLATE_DEFAULT;
     char *labels_arg = NULL;
     long top = MAX_LABELS;
     struct pipe_opts po = {0};
@@ -112,8 +88,8 @@ static int run(int argc, char **argv)
     char **labels = malloc(sizeof(char *) * MAX_LABELS);
     char **texts = calloc(MAX_LABELS, sizeof(char *));
     struct pipe *p = NULL;
-    float *lv = NULL, *px = NULL, *probs = NULL, *logits = NULL;
-    struct ranked *rk = NULL;
+    float *lv = NULL, *px = NULL, *v = NULL;
+    struct query_label *rk = NULL;
     int rc = 0, n = 0, failed = 0;
     if (!copy || !labels || !texts) {
         rc = 1;
@@ -125,7 +101,7 @@ static int run(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < n; i++)
-        if (!(texts[i] = apply_template(tpl, labels[i]))) {
+        if (!(texts[i] = query_label_text(tpl, labels[i]))) {
             rc = 1;
             goto out;
         }
@@ -135,10 +111,9 @@ static int run(int argc, char **argv)
     }
     lv = malloc(sizeof(float) * (size_t)p->dim * n);
     px = malloc(sizeof(float) * 3 * (size_t)p->size * p->size);
-    probs = malloc(sizeof(float) * n);
-    logits = malloc(sizeof(float) * n);
+    v = malloc(sizeof(float) * (size_t)p->dim);
     rk = malloc(sizeof *rk * n);
-    if (!lv || !px || !probs || !logits || !rk) {
+    if (!lv || !px || !v || !rk) {
         rc = 1;
         goto out;
     }
@@ -147,26 +122,21 @@ static int run(int argc, char **argv)
         goto out;
     }
     for (int f = optind; f < argc; f++) {
-        float v[4096];
         fputs("{\"file\": ", stdout);
         cmd_json_str(stdout, argv[f]);
-        if (p->dim > 4096 || pipe_prepare_file(p, argv[f], px, &err) ||
-            pipe_embed_pixels(p, px, 1, v, 0, &err)) {
+        if (pipe_prepare_file(p, argv[f], px, &err) || pipe_embed_pixels(p, px, 1, v, 0, &err) ||
+            query_rank_labels(v, lv, n, p->dim, clip_logit_scale(p->model), rk, &err)) {
             fputs(", \"error\": ", stdout);
             cmd_json_err(stdout, &err);
             fputs("}\n", stdout);
             failed++;
             continue;
         }
-        pipe_zero_shot(v, lv, n, p->dim, clip_logit_scale(p->model), probs, logits);
-        for (int i = 0; i < n; i++)
-            rk[i] = (struct ranked){i, probs[i], logits[i]};
-        qsort(rk, (size_t)n, sizeof *rk, by_prob);
         fputs(", \"labels\": [", stdout);
         for (int i = 0; i < n && i < top; i++) {
             fputs(i ? ", {\"label\": " : "{\"label\": ", stdout);
             cmd_json_str(stdout, labels[rk[i].idx]);
-            printf(", \"prob\": %.6g, \"logit\": %.6g}", (double)rk[i].p, (double)rk[i].logit);
+            printf(", \"prob\": %.6g, \"logit\": %.6g}", (double)rk[i].prob, (double)rk[i].logit);
         }
         fputs("]}\n", stdout);
     }
@@ -180,8 +150,7 @@ out:
     free(copy);
     free(lv);
     free(px);
-    free(probs);
-    free(logits);
+    free(v);
     free(rk);
     pipe_free(p);
     return rc;

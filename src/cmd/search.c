@@ -4,9 +4,11 @@
  * Design:
  *  1. The store is opened before the model: a missing store costs no model
  *     load, and --like never loads one (it searches with the item's stored
- *     embedding, so the item itself comes first with score 1).
+ *     embedding). As over HTTP, --like never returns the item itself
+ *     (query.h says why); its exact duplicates come first.
  *  2. The query vector comes from the same pipeline as `embed` and `index`,
- *     so a query image that is in the store scores 1 against itself.
+ *     so a query image that is in the store scores 1 against itself; the
+ *     search itself is the query layer's, shared with the service.
  *  3. Output: a table for people (scores to 4 decimals), or one JSON line
  *     per hit with --json.
  */
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "pipe/pipe.h"
+#include "query/query.h"
 #include "store/store.h"
 
 static void usage(FILE *f)
@@ -29,7 +32,7 @@ static void usage(FILE *f)
             "id, source, metadata), or with --json one line per hit:\n"
             "  {\"rank\": 1, \"id\": ..., \"score\": 0.91, \"source\": ..., \"metadata\": {...}}\n"
             "Scores are cosine similarities. --like searches with a stored item's\n"
-            "embedding (it comes first, score 1) and needs no model.\n"
+            "embedding (\"more like this\": the item itself is left out) and needs no model.\n"
             "\n"
             "options:\n"
             "  --store PATH         the store\n"
@@ -116,11 +119,11 @@ static int run(int argc, char **argv)
         case 'l': like = optarg; nq++; break;
         case 'j': json = 1; break;
         case 'k':
-            if (cmd_parse_int("search", "-k", optarg, 1, STORE_K_MAX, &k))
+            if (cmd_parse_int("search", "-k", optarg, 1, QUERY_K_MAX, &k))
                 return 2;
             break;
         case 'o':
-            if (cmd_parse_int("search", "--offset", optarg, 0, STORE_K_MAX - 1, &offset))
+            if (cmd_parse_int("search", "--offset", optarg, 0, QUERY_OFFSET_MAX, &offset))
                 return 2;
             break;
         case 'e':
@@ -156,14 +159,11 @@ static int run(int argc, char **argv)
         return cmd_usage_error("search", "--store PATH is required");
     if (nq != 1)
         return cmd_usage_error("search", "give one query: --image FILE, --text TEXT or --like ID");
-    if (k + offset > STORE_K_MAX)
-        return cmd_usage_error("search", "-k + --offset must be at most %d", STORE_K_MAX);
     if (!like && !(model = cmd_model_dir(model)))
         return cmd_usage_error("search", "--model DIR is required (or set IMGSEARCH_MODEL)");
 
     struct store *st = NULL;
     struct pipe *p = NULL;
-    struct store_item item = {0};
     struct store_hit *hits = NULL;
     size_t nh = 0;
     float *vec = NULL, *pixels = NULL;
@@ -171,15 +171,13 @@ static int run(int argc, char **argv)
     struct store_options so = {0};
     if ((rc = store_open(&st, store, &so, &err)))
         goto fail;
+    if (!(vec = malloc(sizeof(float) * (size_t)store_dim(st)))) {
+        rc = err_set(&err, ERR_NOMEM, "no memory");
+        goto fail;
+    }
     if (like) {
-        if ((rc = store_get(st, like, &item, &err)))
+        if ((rc = query_item_vector(st, like, vec, &err)))
             goto fail;
-        if (!item.embedding) {
-            rc = err_set(&err, ERR_CONFLICT, "item '%s' has no embedding yet (run imgsearch "
-                         "index or reindex)", like);
-            goto fail;
-        }
-        vec = item.embedding;
     } else {
         po.skip_text = text == NULL;
         if ((rc = pipe_open(&p, model, &po, &err)))
@@ -191,10 +189,6 @@ static int run(int argc, char **argv)
                          "'%s' (dimension %d); search with the store's model, or run "
                          "'imgsearch reindex --store %s --model %s'",
                          store, store_model(st), store_dim(st), mid, p->dim, store, model);
-            goto fail;
-        }
-        if (!(vec = malloc(sizeof(float) * (size_t)p->dim))) {
-            rc = err_set(&err, ERR_NOMEM, "no memory");
             goto fail;
         }
         if (text)
@@ -209,8 +203,7 @@ static int run(int argc, char **argv)
         if (rc)
             goto fail;
     }
-    struct store_query q = {
-        .vec = vec,
+    struct query_opts q = {
         .k = (int)k,
         .offset = (int)offset,
         .min_score = (float)min_score,
@@ -218,7 +211,7 @@ static int run(int argc, char **argv)
         .n_filters = nf,
         .ef = (int)ef,
     };
-    if ((rc = store_search(st, &q, &hits, &nh, &err)))
+    if ((rc = query_search(st, vec, like, &q, &hits, &nh, &err)))
         goto fail;
     if (json)
         print_json(hits, nh, (int)offset);
@@ -232,10 +225,8 @@ fail:
     rc = cmd_fail("search", &err);
 out:
     store_hits_free(hits, nh);
-    if (!like)
-        free(vec);
+    free(vec);
     free(pixels);
-    store_item_clear(&item);
     pipe_free(p);
     if (st) {
         struct err ce;

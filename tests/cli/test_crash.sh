@@ -24,6 +24,7 @@ t_ge() { if awk -v x="$2" -v m="$3" 'BEGIN { exit !(x + 0 >= m + 0) }'; then ok;
 
 # The store after a crash: it opens, holds no duplicate, every item has an
 # embedding or waits for one, and the index agrees with the table.
+CUR_MODEL=$MODEL # the store's model (reindex below switches it)
 check_store() {
   local what=$1
   if [ ! -e "$S" ]; then ok; return; fi # killed before it created the store
@@ -47,8 +48,12 @@ check_store() {
   t_run 0 "$BIN" items --store "$S" check --sample 8
   t_grep "$OUT" '"ok": true, .*"not_found": 0, "duplicate_sources": 0'
   if [ -n "$first" ]; then
-    t_run 0 "$BIN" search --store "$S" --like "$first" -k 3 --json
-    t_ge "$what: --like top score" "$(field score)" 0.999
+    # the item's own image finds it (or an exact copy of it) at score 1
+    t_run 0 "$BIN" items --store "$S" show "$first"
+    local src
+    src=$(grep -Eo '"source": "[^"]+"' "$OUT" | head -n 1 | cut -d'"' -f4)
+    t_run 0 "$BIN" search --store "$S" --model "$CUR_MODEL" --image "$src" -k 3 --json
+    t_ge "$what: top score of the item's own image" "$(field score)" 0.999999
   fi
 }
 
@@ -159,6 +164,7 @@ OTHER=$T_TMP/other
 mkdir -p "$OTHER"
 for f in "$MODEL"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$OTHER/"; done
 sed 's/^{/{ "_name_or_path": "other",/' "$MODEL/config.json" >"$OTHER/config.json"
+CUR_MODEL=$OTHER
 for k in 1 2 3; do
   "$BIN" reindex --store "$S" --model "$OTHER" --batch 2 >/dev/null 2>&1 &
   pid=$!
