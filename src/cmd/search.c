@@ -89,7 +89,18 @@ static void print_json(const struct store_hit *h, size_t n, int offset)
     }
 }
 
-static int run(int argc, char **argv)
+/* What the command line asked for. */
+struct args {
+    const char *store, *model, *image, *text, *like; /* one of image, text, like */
+    struct query_opts q;                              /* k, offset, min score, filters, ef */
+    struct store_filter filters[STORE_FILTERS_MAX];   /* q.filters points here */
+    struct pipe_opts po;                              /* precision */
+    int json;                                         /* JSON lines output */
+};
+
+/* Fills a from argv. Returns -1 to go on, else the exit code (--help: 0,
+ * a usage error: 2). */
+static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
         {"store", required_argument, 0, 's'},     {"model", required_argument, 0, 'm'},
@@ -100,24 +111,20 @@ static int run(int argc, char **argv)
         {"precision", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
     };
-    const char *store = NULL, *model = NULL, *image = NULL, *text = NULL, *like = NULL;
     long k = 10, offset = 0, ef = 0;
     double min_score = -1;
-    int json = 0, c, nq = 0;
-    struct store_filter filters[STORE_FILTERS_MAX];
-    int nf = 0;
-    struct pipe_opts po = {0};
+    int c, nq = 0, nf = 0;
     struct err err = {0};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "k:", opts, NULL)) != -1) {
         switch (c) {
-        case 's': store = optarg; break;
-        case 'm': model = optarg; break;
-        case 'i': image = optarg; nq++; break;
-        case 't': text = optarg; nq++; break;
-        case 'l': like = optarg; nq++; break;
-        case 'j': json = 1; break;
+        case 's': a->store = optarg; break;
+        case 'm': a->model = optarg; break;
+        case 'i': a->image = optarg; nq++; break;
+        case 't': a->text = optarg; nq++; break;
+        case 'l': a->like = optarg; nq++; break;
+        case 'j': a->json = 1; break;
         case 'k':
             if (cmd_parse_int("search", "-k", optarg, 1, QUERY_K_MAX, &k))
                 return 2;
@@ -135,7 +142,7 @@ static int run(int argc, char **argv)
                 return 2;
             break;
         case 'p':
-            if (pipe_parse_precision(optarg, &po.prec, &err))
+            if (pipe_parse_precision(optarg, &a->po.prec, &err))
                 return cmd_usage_error("search", "%s", err.msg);
             break;
         case 'f': {
@@ -145,7 +152,7 @@ static int run(int argc, char **argv)
             if (nf == STORE_FILTERS_MAX)
                 return cmd_usage_error("search", "at most %d filters", STORE_FILTERS_MAX);
             *eq = 0; /* argv is ours to cut */
-            filters[nf++] = (struct store_filter){optarg, eq + 1};
+            a->filters[nf++] = (struct store_filter){optarg, eq + 1};
             break;
         }
         case 'h': usage(stdout); return 0;
@@ -155,68 +162,81 @@ static int run(int argc, char **argv)
     }
     if (optind < argc)
         return cmd_usage_error("search", "unexpected argument '%s'", argv[optind]);
-    if (!store)
+    if (!a->store)
         return cmd_usage_error("search", "--store PATH is required");
     if (nq != 1)
         return cmd_usage_error("search", "give one query: --image FILE, --text TEXT or --like ID");
-    if (!like && !(model = cmd_model_dir(model)))
+    if (!a->like && !(a->model = cmd_model_dir(a->model)))
         return cmd_usage_error("search", "--model DIR is required (or set IMGSEARCH_MODEL)");
+    a->q = (struct query_opts){
+        .k = (int)k,
+        .offset = (int)offset,
+        .min_score = (float)min_score,
+        .filters = nf ? a->filters : NULL,
+        .n_filters = nf,
+        .ef = (int)ef,
+    };
+    return -1;
+}
 
+/* The query vector of a (store_dim floats) into vec. *p gets the pipeline
+ * when one was opened (the caller frees it). */
+static int query_vector(const struct args *a, struct store *st, struct pipe **p, float *vec,
+                        struct err *err)
+{
+    if (a->like)
+        return query_item_vector(st, a->like, vec, err);
+    struct pipe_opts po = a->po;
+    po.skip_text = a->text == NULL;
+    int rc = pipe_open(p, a->model, &po, err);
+    if (rc)
+        return rc;
+    const char *mid = clip_model_id((*p)->model);
+    if (strcmp(mid, store_model(st)) || (*p)->dim != store_dim(st))
+        return err_set(err, ERR_MODEL_MISMATCH,
+                       "%s: the store holds embeddings of model '%s' (dimension %d), not "
+                       "'%s' (dimension %d); search with the store's model, or run "
+                       "'imgsearch reindex --store %s --model %s'",
+                       a->store, store_model(st), store_dim(st), mid, (*p)->dim, a->store,
+                       a->model);
+    if (a->text)
+        return pipe_embed_text(*p, a->text, vec, 0, err);
+    float *pixels = malloc(sizeof(float) * 3 * (size_t)(*p)->size * (size_t)(*p)->size);
+    if (!pixels)
+        return err_set(err, ERR_NOMEM, "no memory");
+    if (!(rc = pipe_prepare_file(*p, a->image, pixels, err)))
+        rc = pipe_embed_pixels(*p, pixels, 1, vec, 0, err);
+    free(pixels);
+    return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    struct args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
     struct store *st = NULL;
     struct pipe *p = NULL;
     struct store_hit *hits = NULL;
     size_t nh = 0;
-    float *vec = NULL, *pixels = NULL;
-    int rc;
+    float *vec = NULL;
+    struct err err = {0};
     struct store_options so = {0};
-    if ((rc = store_open(&st, store, &so, &err)))
+    if ((rc = store_open(&st, a.store, &so, &err)))
         goto fail;
     if (!(vec = malloc(sizeof(float) * (size_t)store_dim(st)))) {
         rc = err_set(&err, ERR_NOMEM, "no memory");
         goto fail;
     }
-    if (like) {
-        if ((rc = query_item_vector(st, like, vec, &err)))
-            goto fail;
-    } else {
-        po.skip_text = text == NULL;
-        if ((rc = pipe_open(&p, model, &po, &err)))
-            goto fail;
-        const char *mid = clip_model_id(p->model);
-        if (strcmp(mid, store_model(st)) || p->dim != store_dim(st)) {
-            rc = err_set(&err, ERR_MODEL_MISMATCH,
-                         "%s: the store holds embeddings of model '%s' (dimension %d), not "
-                         "'%s' (dimension %d); search with the store's model, or run "
-                         "'imgsearch reindex --store %s --model %s'",
-                         store, store_model(st), store_dim(st), mid, p->dim, store, model);
-            goto fail;
-        }
-        if (text)
-            rc = pipe_embed_text(p, text, vec, 0, &err);
-        else {
-            pixels = malloc(sizeof(float) * 3 * (size_t)p->size * (size_t)p->size);
-            if (!pixels)
-                rc = err_set(&err, ERR_NOMEM, "no memory");
-            else if (!(rc = pipe_prepare_file(p, image, pixels, &err)))
-                rc = pipe_embed_pixels(p, pixels, 1, vec, 0, &err);
-        }
-        if (rc)
-            goto fail;
-    }
-    struct query_opts q = {
-        .k = (int)k,
-        .offset = (int)offset,
-        .min_score = (float)min_score,
-        .filters = nf ? filters : NULL,
-        .n_filters = nf,
-        .ef = (int)ef,
-    };
-    if ((rc = query_search(st, vec, like, &q, &hits, &nh, &err)))
+    if ((rc = query_vector(&a, st, &p, vec, &err)))
         goto fail;
-    if (json)
-        print_json(hits, nh, (int)offset);
+    if ((rc = query_search(st, vec, a.like, &a.q, &hits, &nh, &err)))
+        goto fail;
+    if (a.json)
+        print_json(hits, nh, a.q.offset);
     else if (nh)
-        print_table(hits, nh, (int)offset);
+        print_table(hits, nh, a.q.offset);
     else
         fprintf(stderr, "imgsearch search: no results\n");
     rc = 0;
@@ -226,7 +246,6 @@ fail:
 out:
     store_hits_free(hits, nh);
     free(vec);
-    free(pixels);
     pipe_free(p);
     if (st) {
         struct err ce;
