@@ -53,6 +53,63 @@ static void print_input(const struct input *in, int dim)
     fputs("}\n", stdout);
 }
 
+/* Embeds the nin inputs in order, images in batches of up to batch, and
+ * prints a line for each. Returns the number that failed, or -1 when out of
+ * memory. */
+static int embed_all(struct pipe *p, struct input *in, int nin, int batch, int raw)
+{
+    const size_t px = 3 * (size_t)p->size * p->size;
+    float *pixels = malloc(sizeof(float) * px * (size_t)batch);
+    float *vecs = malloc(sizeof(float) * (size_t)p->dim * (size_t)nin);
+    int *slot = malloc(sizeof(int) * (size_t)batch);
+    int failed = 0, printed = 0;
+    if (!pixels || !vecs || !slot) {
+        failed = -1;
+        goto done;
+    }
+    for (int i = 0; i < nin;) {
+        /* gather up to batch files (texts go one by one, in place) */
+        int nb = 0, j = i;
+        for (; j < nin && nb < batch; j++) {
+            struct input *x = &in[j];
+            x->vec = vecs + (size_t)j * p->dim;
+            if (x->is_text) {
+                if (nb) /* keep order: a text ends the batch */
+                    break;
+                x->ok = pipe_embed_text(p, x->s, x->vec, raw, &x->err) == 0;
+                j++;
+                break;
+            }
+            if (pipe_prepare_file(p, x->s, pixels + (size_t)nb * px, &x->err) == 0)
+                slot[nb++] = j;
+        }
+        if (nb) {
+            float *tmp = vecs + (size_t)i * p->dim; /* reuse: write then move */
+            struct err be;
+            if (pipe_embed_pixels(p, pixels, nb, tmp, raw, &be) == 0) {
+                for (int k = nb - 1; k >= 0; k--) {
+                    memmove(in[slot[k]].vec, tmp + (size_t)k * p->dim, sizeof(float) * p->dim);
+                    in[slot[k]].ok = 1;
+                }
+            } else {
+                for (int k = 0; k < nb; k++)
+                    in[slot[k]].err = be;
+            }
+        }
+        for (; printed < j; printed++) {
+            print_input(&in[printed], p->dim);
+            failed += !in[printed].ok;
+        }
+        fflush(stdout);
+        i = j;
+    }
+done:
+    free(pixels);
+    free(vecs);
+    free(slot);
+    return failed;
+}
+
 static int run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -119,59 +176,16 @@ static int run(int argc, char **argv)
         rc = cmd_fail("embed", &err);
         goto out;
     }
-    const size_t px = 3 * (size_t)p->size * p->size;
-    float *pixels = malloc(sizeof(float) * px * (size_t)batch);
-    float *vecs = malloc(sizeof(float) * (size_t)p->dim * (size_t)nin);
-    int *slot = malloc(sizeof(int) * (size_t)batch);
-    if (!pixels || !vecs || !slot) {
+    int failed = embed_all(p, in, nin, (int)batch, raw);
+    if (failed < 0) {
         err_set(&err, ERR_NOMEM, "out of memory");
         rc = cmd_fail("embed", &err);
         goto done;
-    }
-    int failed = 0, printed = 0;
-    for (int i = 0; i < nin;) {
-        /* gather up to batch files (texts go one by one, in place) */
-        int nb = 0, j = i;
-        for (; j < nin && nb < batch; j++) {
-            struct input *x = &in[j];
-            x->vec = vecs + (size_t)j * p->dim;
-            if (x->is_text) {
-                if (nb) /* keep order: a text ends the batch */
-                    break;
-                x->ok = pipe_embed_text(p, x->s, x->vec, raw, &x->err) == 0;
-                j++;
-                break;
-            }
-            if (pipe_prepare_file(p, x->s, pixels + (size_t)nb * px, &x->err) == 0)
-                slot[nb++] = j;
-        }
-        if (nb) {
-            float *tmp = vecs + (size_t)i * p->dim; /* reuse: write then move */
-            struct err be;
-            if (pipe_embed_pixels(p, pixels, nb, tmp, raw, &be) == 0) {
-                for (int k = nb - 1; k >= 0; k--) {
-                    memmove(in[slot[k]].vec, tmp + (size_t)k * p->dim, sizeof(float) * p->dim);
-                    in[slot[k]].ok = 1;
-                }
-            } else {
-                for (int k = 0; k < nb; k++)
-                    in[slot[k]].err = be;
-            }
-        }
-        for (; printed < j; printed++) {
-            print_input(&in[printed], p->dim);
-            failed += !in[printed].ok;
-        }
-        fflush(stdout);
-        i = j;
     }
     rc = failed ? 2 : 0;
     if (failed)
         fprintf(stderr, "imgsearch embed: %d of %d inputs failed\n", failed, nin);
 done:
-    free(pixels);
-    free(vecs);
-    free(slot);
     pipe_free(p);
 out:
     free(in);
