@@ -142,6 +142,49 @@ static int finds_itself(struct store *st, const struct store_item *it, int64_t n
     }
 }
 
+/* Searches with a sample of ns items with embeddings, spread evenly over
+ * ids (nemb of them), counting those that do not find themselves; the
+ * first search loads (or rebuilds) the index, also when ns is 0. */
+static int check_sample(struct store *st, char **ids, int64_t nemb, long sample,
+                        int64_t *checked, int64_t *lost, float *worst, struct err *err)
+{
+    int rc = 0;
+    long ns = nemb < sample ? (long)nemb : sample;
+    for (long s = 0; s < ns; s++) {
+        const char *id = ids[(size_t)((double)s * (double)nemb / (double)ns)];
+        struct store_item it;
+        if ((rc = store_get(st, id, &it, err)))
+            return rc;
+        int found = 0;
+        float top = -2;
+        if (it.embedding)
+            rc = finds_itself(st, &it, nemb, &found, &top, err);
+        store_item_clear(&it);
+        if (rc)
+            return rc;
+        (*checked)++;
+        if (!found) {
+            (*lost)++;
+            fprintf(stderr, "imgsearch items check: item '%s' is not its own top hit (top "
+                            "score %.4f)\n", id, (double)top);
+        }
+        if (top < *worst)
+            *worst = top;
+    }
+    if (nemb && !ns) {
+        struct store_item it;
+        if ((rc = store_get(st, ids[0], &it, err)))
+            return rc;
+        struct store_query q = {.vec = it.embedding, .k = 1, .min_score = -1};
+        struct store_hit *h = NULL;
+        size_t n = 0;
+        rc = it.embedding ? store_search(st, &q, &h, &n, err) : 0;
+        store_hits_free(h, n);
+        store_item_clear(&it);
+    }
+    return rc;
+}
+
 static int do_check(struct store *st, long sample, struct err *err)
 {
     int64_t count = 0, waiting = 0, nemb = 0, seen = 0, dup_src = 0;
@@ -199,46 +242,10 @@ static int do_check(struct store *st, long sample, struct err *err)
         for (size_t i = 1; i < nsrc; i++)
             dup_src += !strcmp(srcs[i - 1], srcs[i]);
     }
-    /* a sample of items with embeddings, spread evenly; the first search
-     * loads (or rebuilds) the index */
     int64_t checked = 0, lost = 0;
     float worst = 2;
-    long ns = nemb < sample ? (long)nemb : sample;
-    for (long s = 0; s < ns; s++) {
-        const char *id = emb_ids[(size_t)((double)s * (double)nemb / (double)ns)];
-        struct store_item it;
-        if ((rc = store_get(st, id, &it, err)))
-            goto out;
-        int found = 0;
-        float top = -2;
-        if (it.embedding)
-            rc = finds_itself(st, &it, nemb, &found, &top, err);
-        store_item_clear(&it);
-        if (rc)
-            goto out;
-        checked++;
-        if (!found) {
-            lost++;
-            fprintf(stderr, "imgsearch items check: item '%s' is not its own top hit (top "
-                            "score %.4f)\n", id, (double)top);
-        }
-        if (top < worst)
-            worst = top;
-    }
-    if (nemb && !ns) {
-        /* nothing sampled (--sample 0): still load the index */
-        struct store_item it;
-        if ((rc = store_get(st, emb_ids[0], &it, err)))
-            goto out;
-        struct store_query q = {.vec = it.embedding, .k = 1, .min_score = -1};
-        struct store_hit *h = NULL;
-        size_t n = 0;
-        rc = it.embedding ? store_search(st, &q, &h, &n, err) : 0;
-        store_hits_free(h, n);
-        store_item_clear(&it);
-        if (rc)
-            goto out;
-    }
+    if ((rc = check_sample(st, emb_ids, nemb, sample, &checked, &lost, &worst, err)))
+        goto out;
     struct store_index_info info;
     store_index_info(st, &info);
     int ok = seen == count && count - waiting == nemb && lost == 0 &&
