@@ -14,17 +14,11 @@
 #include "cmd/cmd.h"
 #include "store/hnsw.h"
 #include "store/vec.h"
+#include "util/clock.h"
 
 #define CMD "bench ann"
 #define TRUTH_K 100
 #define MAX_EFS 32
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int read_all(const char *path, size_t unit, void **out, size_t *count, struct err *err)
 {
@@ -94,13 +88,13 @@ static int run_queries(const struct hnsw *h, const float *qs, size_t nq, int dim
         return err_set(err, ERR_NOMEM, "no memory");
     }
     size_t found = 0;
-    double t0 = now_s();
+    double t0 = mono_now();
     for (size_t q = 0; q < nq; q++) {
         size_t n;
-        double a = now_s();
+        double a = mono_now();
         int rc = ef < 0 ? hnsw_exact(h, qs + q * (size_t)dim, k, NULL, NULL, hits, &n, err)
                         : hnsw_search(h, qs + q * (size_t)dim, k, ef, NULL, NULL, hits, &n, err);
-        lat[q] = now_s() - a;
+        lat[q] = mono_now() - a;
         if (rc) {
             free(hits);
             free(lat);
@@ -114,7 +108,7 @@ static int run_queries(const struct hnsw *h, const float *qs, size_t nq, int dim
                     break;
                 }
     }
-    double total = now_s() - t0;
+    double total = mono_now() - t0;
     qsort(lat, nq, sizeof *lat, cmp_double);
     size_t i99 = (size_t)((double)nq * 0.99);
     if (i99 >= nq)
@@ -210,10 +204,10 @@ int cmd_bench_ann(int argc, char **argv)
     }
     for (size_t i = 0; i < n; i++)
         labels[i] = (int64_t)i;
-    double t0 = now_s();
+    double t0 = mono_now();
     if ((rc = hnsw_insert_batch(h, labels, base, n, (int)threads, &err)))
         goto fail;
-    double build_s = now_s() - t0;
+    double build_s = mono_now() - t0;
     /* The index holds its own copy of the base: free ours before measuring RSS
      * would be meaningless (VmHWM is a peak), but it helps the cache. */
     free(base);

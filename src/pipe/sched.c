@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
+
 const int pipe_sched_bounds[PIPE_SCHED_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 
 int pipe_sched_bucket(int n)
@@ -80,13 +82,6 @@ struct pipe_sched {
     struct pipe_sched_stats st;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void push(struct queue *q, struct ticket *t)
 {
     if (q->tail)
@@ -134,7 +129,7 @@ static void wait_to_fill(struct pipe_sched *s)
 {
     int64_t deadline = oldest_image(s) + (int64_t)s->max_wait_us * 1000;
     while (!s->stop && s->queued < s->max_batch && s->expecting > 0 && !s->queued_texts) {
-        int64_t now = now_ns();
+        int64_t now = mono_ns();
         if (now >= deadline)
             break;
         struct timespec ts;
@@ -228,9 +223,9 @@ static void *run(void *arg)
         pthread_mutex_unlock(&s->mu);
 
         struct err e = {0};
-        int64_t t0 = now_ns();
+        int64_t t0 = mono_ns();
         int rc = texts ? text_pass(s, ns, n, &e) : image_pass(s, ns, n, &e);
-        double secs = (double)(now_ns() - t0) / 1e9;
+        double secs = (double)(mono_ns() - t0) / 1e9;
 
         pthread_mutex_lock(&s->mu);
         if (texts && rc == 1) { /* redone segment by segment */
@@ -333,7 +328,7 @@ void pipe_sched_expect(struct pipe_sched *s, int delta)
 static int submit(struct pipe_sched *s, struct ticket *t, int qi, int announced,
                   struct err *err)
 {
-    t->t_enq = now_ns();
+    t->t_enq = mono_ns();
     pthread_mutex_lock(&s->mu);
     s->expecting -= announced;
     if (s->expecting < 0)
