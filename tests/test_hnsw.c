@@ -796,7 +796,365 @@ TEST(bad_arguments)
     hnsw_free(NULL);
 }
 
+/* Issue 15: with IMGSEARCH_SIMD=scalar, 10 of 210 copies were never found.
+ * Near duplicates closer than float32 can tell (cosine 1 - 1e-8) tied with
+ * the exact copies of the query and the tie went by node id, so which won
+ * depended on how the path's kernel rounded. On every path, the graph
+ * search and the exact scan put every exact copy first. */
+TEST(copies_rank_first_every_path)
+{
+    enum { G = 7, C = 30, DD = 8 };
+    enum vec_simd before = vec_simd_active();
+    for (int path = VEC_SIMD_SCALAR; path <= VEC_SIMD_AVX512; path++) {
+        if (!vec_simd_supported((enum vec_simd)path))
+            continue; /* test_vec reports the path as skipped */
+        vec_simd_set((enum vec_simd)path);
+        float g[G][DD];
+        rs = 4242;
+        for (int k = 0; k < G; k++) {
+            for (int j = 0; j < DD; j++)
+                g[k][j] = (float)gauss();
+            if (k == 1 || k == 3)
+                for (int j = 0; j < DD; j++)
+                    g[k][j] = g[k - 1][j] + (float)(0.0005 * gauss());
+        }
+        for (int quant = 0; quant <= 1; quant++) {
+            struct hnsw_params p;
+            hnsw_params_default(&p);
+            p.quantize = quant;
+            struct hnsw *h = NULL;
+            struct err e;
+            REQUIRE(hnsw_new(&h, DD, &p, &e) == 0);
+            for (int i = 0; i < G * C; i++) /* interleaved: labels i + 1, group i % G */
+                REQUIRE(hnsw_insert(h, i + 1, g[i % G], &e) == 0);
+            for (int k = 0; k < G; k++)
+                for (int exact = 0; exact <= 1; exact++) {
+                    struct hnsw_hit hits[C];
+                    size_t nh = 0;
+                    int rc = exact ? hnsw_exact(h, g[k], C, NULL, NULL, hits, &nh, &e)
+                                   : hnsw_search(h, g[k], C, 100, NULL, NULL, hits, &nh, &e);
+                    REQUIRE(rc == 0);
+                    int wrong = 0;
+                    for (size_t i = 0; i < nh; i++)
+                        wrong += (hits[i].label - 1) % G != k;
+                    CHECKF(nh == C && wrong == 0,
+                           "%s quantize %d %s: group %d: %d of %zu hits are not its copies",
+                           vec_simd_name((enum vec_simd)path), quant,
+                           exact ? "exact" : "graph", k, wrong, nh);
+                }
+            hnsw_free(h);
+        }
+    }
+    vec_simd_set(before);
+}
+
+/* ---- randomized operation sequences ---------------------------------------
+ *
+ * The invariant: after every insert, overwrite, delete, compaction and
+ * reload, every live item is found by a search for its own vector. With
+ * exact copies "found" means: a search for the vector with k = copies + 1
+ * (ef 0: the index's default, raised to k) returns every live copy, ahead
+ * of every other item (copies score exactly as high as the query against
+ * itself; near duplicates lower). Deleted or overwritten labels never come
+ * back with their old vector: every hit is a live label, and its score is
+ * its current vector's cosine with the query. */
+
+#define RD 24          /* dimension of the randomized test */
+#define R_CLASSES 4096 /* distinct vectors ever made */
+#define R_LABELS 8192  /* labels ever used */
+#define R_HOT 250      /* copies of the "hot" vector wanted */
+
+/* IMGSEARCH_TEST_SEED when set (to repeat a failing run), else dflt. */
+static uint64_t test_seed(uint64_t dflt)
+{
+    const char *e = getenv("IMGSEARCH_TEST_SEED");
+    return e && *e ? strtoull(e, NULL, 0) : dflt;
+}
+
+struct rmodel {
+    float cv[R_CLASSES][RD]; /* class vectors, normalised */
+    int ncls;                /* classes made */
+    int cls[R_LABELS + 1];   /* label -> class, -1 absent */
+    int nlab;                /* labels 1..nlab used */
+    int live;                /* live labels */
+    int copies[R_CLASSES];   /* live labels per class */
+};
+
+static uint64_t rr;
+static uint64_t rnext(void)
+{
+    rr ^= rr << 13;
+    rr ^= rr >> 7;
+    rr ^= rr << 17;
+    return rr;
+}
+static double runit(void) { return (double)(rnext() >> 11) / 9007199254740992.0; }
+static double rgauss(void)
+{
+    double u = runit() + 1e-300, v = runit();
+    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* A class for an insert or an overwrite: the hot vector (while it has fewer
+ * than R_HOT copies), a copy of a live class, a near duplicate of one, or a
+ * fresh vector. */
+static int pick_class(struct rmodel *m)
+{
+    double u = runit();
+    if (u < 0.6 && m->copies[0] < R_HOT)
+        return 0;
+    if (u < 0.75 && m->live > 0) {
+        for (int tries = 0; tries < 20; tries++) {
+            int l = 1 + (int)(rnext() % (uint64_t)m->nlab);
+            if (m->cls[l] >= 0)
+                return m->cls[l];
+        }
+    }
+    if (m->ncls == R_CLASSES)
+        return (int)(rnext() % R_CLASSES);
+    int c = m->ncls++;
+    if (u < 0.88 && c > 1) {
+        /* near duplicate: cosine about 1 - 1e-7 .. 1 - 1e-5 */
+        int b = (int)(rnext() % (uint64_t)c);
+        double eps = u < 0.81 ? 3e-4 : 3e-3;
+        for (int j = 0; j < RD; j++)
+            m->cv[c][j] = m->cv[b][j] + (float)(eps * rgauss() / sqrt(RD));
+    } else
+        for (int j = 0; j < RD; j++)
+            m->cv[c][j] = (float)rgauss();
+    vec_normalize(m->cv[c], RD);
+    return c;
+}
+
+static int r_insert(struct hnsw *h, struct rmodel *m, int label, int c, struct err *e)
+{
+    int rc = hnsw_insert(h, label, m->cv[c], e);
+    if (rc)
+        return rc;
+    if (m->cls[label] >= 0)
+        m->copies[m->cls[label]]--;
+    else
+        m->live++;
+    m->cls[label] = c;
+    m->copies[c]++;
+    return 0;
+}
+
+/* Checks the invariant for every live class; returns the number of
+ * problems, describing the first in msg. */
+static int r_check(const struct hnsw *h, const struct rmodel *m, int *by_cls_start,
+                   int *by_cls, char *msg, size_t msglen)
+{
+    struct err e;
+    if (hnsw_validate(h, &e)) {
+        snprintf(msg, msglen, "validate: %s", e.msg);
+        return 1;
+    }
+    if ((int)hnsw_count(h) != m->live) {
+        snprintf(msg, msglen, "count %zu, want %d", hnsw_count(h), m->live);
+        return 1;
+    }
+    size_t lost = hnsw_unreachable(h);
+    if (lost) {
+        snprintf(msg, msglen, "%zu live nodes unreachable from the entry point", lost);
+        return 1;
+    }
+    /* live labels grouped by class (counting sort) */
+    for (int c = 0; c <= m->ncls; c++)
+        by_cls_start[c] = 0;
+    for (int l = 1; l <= m->nlab; l++)
+        if (m->cls[l] >= 0)
+            by_cls_start[m->cls[l] + 1]++;
+    for (int c = 0; c < m->ncls; c++)
+        by_cls_start[c + 1] += by_cls_start[c];
+    int fill[R_CLASSES];
+    for (int c = 0; c < m->ncls; c++)
+        fill[c] = by_cls_start[c];
+    for (int l = 1; l <= m->nlab; l++)
+        if (m->cls[l] >= 0)
+            by_cls[fill[m->cls[l]]++] = l;
+    static struct hnsw_hit hits[R_HOT + 64];
+    int bad = 0;
+    for (int c = 0; c < m->ncls; c++) {
+        int nc = m->copies[c];
+        if (nc == 0)
+            continue;
+        size_t k = (size_t)nc + 1, nh = 0;
+        if (k > sizeof hits / sizeof hits[0])
+            k = sizeof hits / sizeof hits[0];
+        if (hnsw_search(h, m->cv[c], k, 0, NULL, NULL, hits, &nh, &e)) {
+            snprintf(msg, msglen, "search failed: %s", e.msg);
+            return 1;
+        }
+        /* every hit live, scored against its current vector */
+        for (size_t i = 0; i < nh; i++) {
+            int64_t l = hits[i].label;
+            if (l < 1 || l > m->nlab || m->cls[l] < 0) {
+                if (!bad++)
+                    snprintf(msg, msglen, "class %d: hit %zu is label %lld, not live", c, i,
+                             (long long)l);
+                continue;
+            }
+            float want = vec_dot_ref(m->cv[c], m->cv[m->cls[l]], RD);
+            if (fabsf(hits[i].score - want) > 1e-5f && !bad++)
+                snprintf(msg, msglen, "class %d: label %lld scores %.7f, its vector %.7f", c,
+                         (long long)l, hits[i].score, want);
+        }
+        /* the copies: all of them, first */
+        int missing = 0, first_missing = 0;
+        for (int j = by_cls_start[c]; j < by_cls_start[c + 1]; j++) {
+            int l = by_cls[j], at = -1;
+            for (size_t i = 0; i < nh && at < 0; i++)
+                if (hits[i].label == l)
+                    at = (int)i;
+            if (at < 0 || at >= nc) {
+                if (!missing++)
+                    first_missing = l;
+            }
+        }
+        if (missing && !bad++) {
+            int fm = first_missing;
+            size_t at = 0;
+            while (at < nh && hits[at].label != fm)
+                at++;
+            int64_t l0 = nh ? hits[0].label : 0;
+            snprintf(msg, msglen,
+                     "class %d (%d copies): %d not among the first %d hits (label %d, at %zu "
+                     "of %zu); hit 0: label %lld (class %d) score %.9g", c, nc, missing, nc,
+                     fm, at, nh, (long long)l0, nh ? m->cls[l0] : -1, nh ? hits[0].score : 0);
+        }
+    }
+    return bad;
+}
+
+/* One randomized run: `steps` operations on an index with params p,
+ * checking the invariant after each. Returns 0 or the failing step + 1. */
+static int r_run(uint64_t seed, int steps, const struct hnsw_params *p, int *n_ops,
+                 int *max_hot)
+{
+    struct rmodel *m = calloc(1, sizeof *m);
+    int *starts = malloc((R_CLASSES + 1) * sizeof *starts);
+    int *by = malloc((R_LABELS + 1) * sizeof *by);
+    struct hnsw *h = NULL;
+    struct err e;
+    int failed_at = 0;
+    if (!m || !starts || !by || hnsw_new(&h, RD, p, &e)) {
+        failed_at = -1;
+        goto done;
+    }
+    rr = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int l = 0; l <= R_LABELS; l++)
+        m->cls[l] = -1;
+    m->ncls = 1; /* class 0: the hot vector */
+    for (int j = 0; j < RD; j++)
+        m->cv[0][j] = (float)rgauss();
+    vec_normalize(m->cv[0], RD);
+    const char *path = tmp_path("random");
+    char msg[1024];
+    for (int step = 0; step < steps; step++) {
+        double u = runit();
+        const char *op;
+        int rc = 0;
+        int target = 380; /* live items the sequence hovers around */
+        if (u < 0.01) {
+            op = "reload";
+            struct hnsw *g = NULL;
+            rc = hnsw_save(h, path, &e);
+            if (!rc)
+                rc = hnsw_load(&g, path, p, &e);
+            if (!rc) {
+                hnsw_free(h);
+                h = g;
+            }
+        } else if (u < 0.03) {
+            op = "compact";
+            rc = hnsw_compact(h, &e);
+        } else if (u < 0.62 && m->nlab < R_LABELS && (m->live < target || u < 0.35)) {
+            op = "insert";
+            int c = pick_class(m);
+            rc = r_insert(h, m, ++m->nlab, c, &e);
+        } else if (u < 0.80 && m->live > 0) {
+            op = "overwrite";
+            int l;
+            do
+                l = 1 + (int)(rnext() % (uint64_t)m->nlab);
+            while (m->cls[l] < 0);
+            /* a third of overwrites rewrite the same vector (re-embedding) */
+            int c = runit() < 0.33 ? m->cls[l] : pick_class(m);
+            rc = r_insert(h, m, l, c, &e);
+        } else if (m->live > 0) {
+            op = "delete";
+            int l;
+            do
+                l = 1 + (int)(rnext() % (uint64_t)m->nlab);
+            while (m->cls[l] < 0);
+            rc = hnsw_delete(h, l);
+            m->copies[m->cls[l]]--;
+            m->cls[l] = -1;
+            m->live--;
+        } else {
+            op = "insert";
+            rc = r_insert(h, m, ++m->nlab, pick_class(m), &e);
+        }
+        (*n_ops)++;
+        if (m->copies[0] > *max_hot)
+            *max_hot = m->copies[0];
+        if (rc) {
+            fprintf(stderr, "seed %llu step %d %s: rc %d (%s)\n", (unsigned long long)seed,
+                    step, op, rc, e.msg);
+            failed_at = step + 1;
+            break;
+        }
+        if (r_check(h, m, starts, by, msg, sizeof msg)) {
+            fprintf(stderr,
+                    "seed %llu step %d after %s (m %d, quantize %d, %d live, %zu tombstones, "
+                    "hot copies %d): %s\n",
+                    (unsigned long long)seed, step, op, p->m, p->quantize, m->live,
+                    hnsw_deleted(h), m->copies[0], msg);
+            failed_at = step + 1;
+            break;
+        }
+    }
+    unlink(path);
+done:
+    hnsw_free(h);
+    free(m);
+    free(starts);
+    free(by);
+    return failed_at;
+}
+
+TEST(random_ops_keep_every_item_findable)
+{
+    uint64_t seed = test_seed(1);
+    /* Small lists prune hardest; both traversal modes; compaction early
+     * (tombstones rarely route for long) and late (they pile up). */
+    static const struct {
+        int m, quant;
+        double maxdel;
+        int steps;
+    } cfg[] = {{4, 1, 0.5, 800}, {8, 1, 0.9, 800}, {16, 0, 0.2, 400}, {6, 0, 0.9, 400}};
+    int ops = 0, max_hot = 0;
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        struct hnsw_params p;
+        hnsw_params_default(&p);
+        p.m = cfg[i].m;
+        p.ef_construction = 64;
+        p.quantize = cfg[i].quant;
+        p.max_deleted_fraction = cfg[i].maxdel;
+        p.seed = seed + i;
+        int at = r_run(seed + i, cfg[i].steps, &p, &ops, &max_hot);
+        CHECKF(at == 0, "seed %llu config %zu (m %d, quantize %d, max_deleted %.1f): "
+               "invariant broken at step %d", (unsigned long long)(seed + i), i, cfg[i].m,
+               cfg[i].quant, cfg[i].maxdel, at - 1);
+    }
+    printf("random_ops_keep_every_item_findable: seed %llu (IMGSEARCH_TEST_SEED repeats it), "
+           "%d operations checked, up to %d copies of one vector\n",
+           (unsigned long long)seed, ops, max_hot);
+}
+
 TEST_MAIN(recall_float_and_int8, deletes_never_returned, auto_compaction_and_delete_all,
           filter_returns_k, save_load_round_trip, corrupt_files_rejected, bad_arguments,
           exact_duplicates_all_found, duplicate_group_larger_than_lists,
-          orphan_relinked_on_load)
+          orphan_relinked_on_load, copies_rank_first_every_path,
+          random_ops_keep_every_item_findable)

@@ -437,6 +437,61 @@ TEST(search_filters_paging)
     remove_db(p);
 }
 
+/* Several filters are ANDed, whatever their order: each of these three
+ * filters alone matches a different (larger) set than all three together
+ * (checked below, so the test keeps its power), and every order of the
+ * three must give exactly the brute force over the items matching all of
+ * them. A store that kept only the first or only the last filter, or
+ * ORed them, fails here. */
+TEST(filters_all_apply_in_any_order)
+{
+    const char *p = fresh_path("filters");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    fill_search_store(st);
+    const struct store_filter fs[3] = {{"color", "red"}, {"even", "true"}, {"n", "3"}};
+    float q[DIM];
+    rs = 777;
+    rvec(q);
+    int order[NS], m, got[NS];
+    uint8_t skip_all[NS];
+    int n_all = 0;
+    for (int i = 0; i < NS; i++) {
+        int ok = i % 3 == 0 && i % 2 == 0 && i % 5 == 3;
+        skip_all[i] = !ok;
+        n_all += ok;
+    }
+    REQUIRE(n_all == 10);
+    /* each filter alone: a different answer than all three */
+    for (int f = 0; f < 3; f++) {
+        int n = search_ids(st, q, 20, 0, -1, &fs[f], 1, got);
+        int alone = 0;
+        for (int i = 0; i < NS; i++)
+            alone += f == 0 ? i % 3 == 0 : f == 1 ? i % 2 == 0 : i % 5 == 3;
+        CHECKF(n == 20 && alone > n_all, "filter %s=%s alone: %d hits of %d matches",
+               fs[f].key, fs[f].value, n, alone);
+    }
+    expect_order(vs, NS, q, skip_all, order, &m);
+    REQUIRE(m == n_all);
+    static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    for (int pi = 0; pi < 6; pi++) {
+        struct store_filter f[3];
+        for (int j = 0; j < 3; j++)
+            f[j] = fs[perms[pi][j]];
+        for (int k = 20; k >= 5; k -= 15) { /* every match; only the best few */
+            int n = search_ids(st, q, k, 0, -1, f, 3, got);
+            int want = m < k ? m : k;
+            CHECKF(n == want, "order %d%d%d k=%d: %d hits, want %d", perms[pi][0], perms[pi][1],
+                   perms[pi][2], k, n, want);
+            for (int i = 0; i < n && i < want; i++)
+                CHECKF(got[i] == order[i], "order %d%d%d k=%d rank %d: i%03d, want i%03d",
+                       perms[pi][0], perms[pi][1], perms[pi][2], k, i, got[i], order[i]);
+        }
+    }
+    store_close(st, NULL);
+    remove_db(p);
+}
+
 TEST(selective_filter_returns_k)
 {
     const char *p = fresh_path("selective");
@@ -920,7 +975,120 @@ TEST(duplicate_items_all_found)
     remove_db(p);
 }
 
+/* Issue 9: after the index caught up with overwrites, deletes and many
+ * copies, items were never found again until a reload. Random batches of
+ * puts (new items, copies of a "hot" vector, near duplicates),
+ * overwrites and deletes, each committed (the index catches up from the
+ * changes log) and now and then a close and reopen (the index file is
+ * loaded, then caught up); after every commit every item is found by its
+ * own embedding: a search with k = copies + 1 returns all its copies
+ * first, and nothing deleted. IMGSEARCH_TEST_SEED repeats a run. */
+#define RS_ITEMS 400
+#define RS_CLASSES 400
+
+static uint64_t store_test_seed(uint64_t dflt)
+{
+    const char *e = getenv("IMGSEARCH_TEST_SEED");
+    return e && *e ? strtoull(e, NULL, 0) : dflt;
+}
+
+TEST(random_batches_keep_every_item_findable)
+{
+    uint64_t seed = store_test_seed(1);
+    const char *p = fresh_path("randombatch");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    static float cv[RS_CLASSES][DIM];
+    static int cls[RS_ITEMS], copies[RS_CLASSES];
+    int ncls = 1, live = 0, ops = 0, max_hot = 0, failed = 0;
+    rs = seed * 0x9E3779B97F4A7C15ull + 7;
+    rvec(cv[0]);
+    for (int i = 0; i < RS_ITEMS; i++)
+        cls[i] = -1;
+    char id[32], msg[300] = "";
+    struct err e;
+    for (int batch = 0; batch < 220 && !failed; batch++) {
+        int nops = 1 + (int)((rs >> 20) % 8), in_tx = frand() < 0.7f;
+        if (in_tx)
+            REQUIRE(store_begin(st, &e) == 0);
+        for (int o = 0; o < nops; o++, ops++) {
+            int item = (int)((uint64_t)((frand() + 1) * 0.5f * RS_ITEMS) % RS_ITEMS);
+            snprintf(id, sizeof id, "it%d", item);
+            if (cls[item] >= 0 && frand() < -0.4f) { /* delete: 30% */
+                REQUIRE(store_delete(st, id, &e) == 0);
+                copies[cls[item]]--;
+                cls[item] = -1;
+                live--;
+                continue;
+            }
+            float u = frand();
+            int c;
+            if (u < 0.1f && copies[0] < 150)
+                c = 0; /* the hot vector */
+            else if (u < 0.4f && ncls > 1)
+                c = (int)((rs >> 17) % (uint64_t)ncls); /* a copy of a known vector */
+            else if (ncls < RS_CLASSES) {
+                c = ncls++;
+                rvec(cv[c]);
+                if (u < 0.6f) /* near duplicate: cosine about 1 - 1e-7 */
+                    for (int j = 0; j < DIM; j++)
+                        cv[c][j] = cv[c - 1][j] + 0.0005f * frand();
+            } else
+                c = 0;
+            REQUIRE(put(st, id, NULL, NULL, NULL, cv[c]) >= 0);
+            if (cls[item] >= 0)
+                copies[cls[item]]--;
+            else
+                live++;
+            cls[item] = c;
+            copies[c]++;
+        }
+        if (in_tx)
+            REQUIRE(store_commit(st, &e) == 0);
+        if (copies[0] > max_hot)
+            max_hot = copies[0];
+        if (batch % 40 == 39) { /* reload: the file, then the log */
+            REQUIRE(store_close(st, &e) == 0);
+            st = open_store(p, "m", DIM, 0);
+            REQUIRE(st);
+        }
+        for (int c = 0; c < ncls && !failed; c++) {
+            if (!copies[c])
+                continue;
+            struct store_query sq = {cv[c], copies[c] + 1, 0, -1, NULL, 0, 0};
+            struct store_hit *hits;
+            size_t n;
+            REQUIRE(store_search(st, &sq, &hits, &n, &e) == 0);
+            int first = 0, dead = 0;
+            for (size_t j = 0; j < n; j++) {
+                int it = atoi(hits[j].id + 2);
+                if (cls[it] < 0)
+                    dead++;
+                else if (cls[it] == c && (int)j < copies[c])
+                    first++;
+            }
+            if (first != copies[c] || dead) {
+                failed = 1;
+                snprintf(msg, sizeof msg, "seed %llu batch %d: vector %d: %d of its %d copies "
+                         "first, %d deleted items returned (%d live)", (unsigned long long)seed,
+                         batch, c, first, copies[c], dead, live);
+            }
+            store_hits_free(hits, n);
+        }
+    }
+    CHECKF(!failed, "%s", msg);
+    int64_t cnt = -1;
+    CHECK(store_count(st, &cnt, &e) == 0 && cnt == live);
+    printf("random_batches_keep_every_item_findable: seed %llu (IMGSEARCH_TEST_SEED repeats "
+           "it), %d operations, up to %d copies of one vector\n", (unsigned long long)seed, ops,
+           max_hot);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
 TEST_MAIN(create_open_mismatch, items_put_get_delete_list, search_filters_paging,
+          filters_all_apply_in_any_order,
           selective_filter_returns_k, index_file_rebuilt_or_caught_up, batches,
           duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes,
-          stale_index_tmp_removed_on_open, duplicate_items_all_found)
+          stale_index_tmp_removed_on_open, duplicate_items_all_found,
+          random_batches_keep_every_item_findable)

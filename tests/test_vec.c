@@ -198,5 +198,112 @@ TEST(heap_keeps_best)
     CHECK(items[0].row == 1 && items[1].row == 5 && items[2].row == 3);
 }
 
-TEST_MAIN(env_forces_scalar, dot_paths_match_reference, dot_rows_matches_single,
-          int8_paths_exact, normalize_and_cosine, topk_matches_sort, heap_keeps_best)
+/* ---- each SIMD path, called by name ---------------------------------------
+ * One case per path, so a path this CPU cannot run is reported as skipped
+ * ("SKIP kernels_avx512: ...", by main below), never counted as passed. */
+
+/* The path's float dot, its int8 dot and its 4-row kernel (through
+ * vec_dot_rows) against the references: float by error norm, int8
+ * exactly; and the property search relies on: every path scores exact
+ * copies of a vector bit-identically (same bytes, same arithmetic). */
+static void check_path(enum vec_simd s)
+{
+    vec_dot_fn f = vec_dot_kernel_for(s);
+    vec_dot_i8_fn fi = vec_dot_i8_kernel_for(s);
+    REQUIRE(f && fi);
+    enum vec_simd before = vec_simd_active();
+    REQUIRE(vec_simd_set(s) == s);
+    float *a = malloc(1000 * sizeof *a), *m = malloc(7 * 1000 * sizeof *m), out[7];
+    int8_t *ca = malloc(1000), *cb = malloc(1000);
+    REQUIRE(a && m && ca && cb);
+    for (size_t di = 0; di < NDIMS; di++) {
+        size_t d = dims[di];
+        double err2 = 0, ref2 = 0;
+        for (int rep = 0; rep < 4; rep++) {
+            for (size_t i = 0; i < d; i++)
+                a[i] = frand();
+            for (size_t i = 0; i < 7 * d; i++)
+                m[i] = frand();
+            for (int r = 0; r < 7; r++) {
+                double ref = vec_dot_ref(a, m + r * d, d), got = f(a, m + r * d, d);
+                err2 += (got - ref) * (got - ref);
+                ref2 += ref * ref + (double)d * 1e-6;
+            }
+            vec_dot_rows(a, m, 7, d, out);
+            for (int r = 0; r < 7; r++) {
+                double ref = vec_dot_ref(a, m + r * d, d);
+                err2 += (out[r] - ref) * (out[r] - ref);
+            }
+            for (size_t i = 0; i < d; i++) {
+                ca[i] = (int8_t)((int)(rnd() % 255) - 127);
+                cb[i] = (int8_t)((int)(rnd() % 255) - 127);
+            }
+            CHECKF(fi(ca, cb, d) == vec_dot_i8_ref(ca, cb, d), "%s d=%zu int8: %d vs %d",
+                   vec_simd_name(s), d, fi(ca, cb, d), vec_dot_i8_ref(ca, cb, d));
+        }
+        /* relative error norm over the float results */
+        CHECKF(sqrt(err2 / ref2) < 1e-6, "%s d=%zu: relative error %.3g", vec_simd_name(s), d,
+               sqrt(err2 / ref2));
+        /* copies: rows 0..6 all equal to a; every score the same bits */
+        for (int r = 0; r < 7; r++)
+            memcpy(m + r * d, a, d * sizeof *a);
+        vec_dot_rows(a, m, 7, d, out);
+        float first = f(a, m, d);
+        int same = 1;
+        for (int r = 0; r < 7; r++)
+            same &= out[r] == first && f(a, m + r * d, d) == first;
+        CHECKF(same, "%s d=%zu: copies score differently", vec_simd_name(s), d);
+    }
+    vec_simd_set(before);
+    free(a);
+    free(m);
+    free(ca);
+    free(cb);
+}
+
+TEST(kernels_scalar) { check_path(VEC_SIMD_SCALAR); }
+TEST(kernels_avx2) { check_path(VEC_SIMD_AVX2); }
+TEST(kernels_avx512) { check_path(VEC_SIMD_AVX512); }
+
+/* Why a case cannot run on this CPU, or NULL. */
+static const char *skip_reason(const char *name)
+{
+    if (!strcmp(name, "kernels_avx2") && !vec_simd_supported(VEC_SIMD_AVX2))
+        return "the CPU lacks AVX2+FMA";
+    if (!strcmp(name, "kernels_avx512") && !vec_simd_supported(VEC_SIMD_AVX512))
+        return "the CPU lacks AVX-512F";
+    if (!strcmp(name, "kernels_avx512") && !vec_dot_i8_kernel_for(VEC_SIMD_AVX512))
+        return "the CPU lacks AVX512BW/AVX512-VNNI (int8 kernel)";
+    return NULL;
+}
+
+/* TEST_MAIN, less the cases this CPU cannot run: each is printed as
+ * "SKIP <case>: <reason>" and counted neither passed nor failed. */
+int main(int argc, char **argv)
+{
+    static const char *const names[] = {
+        "env_forces_scalar", "dot_paths_match_reference", "dot_rows_matches_single",
+        "int8_paths_exact", "normalize_and_cosine", "topk_matches_sort", "heap_keeps_best",
+        "kernels_scalar", "kernels_avx2", "kernels_avx512"};
+    static const test_fn fns[] = {
+        env_forces_scalar, dot_paths_match_reference, dot_rows_matches_single,
+        int8_paths_exact, normalize_and_cosine, topk_matches_sort, heap_keeps_best,
+        kernels_scalar, kernels_avx2, kernels_avx512};
+    const char *run_names[sizeof fns / sizeof fns[0]];
+    test_fn run_fns[sizeof fns / sizeof fns[0]];
+    int n = 0;
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        int wanted = argc < 2;
+        for (int a = 1; a < argc; a++)
+            wanted |= !strcmp(argv[a], names[i]);
+        const char *why = skip_reason(names[i]);
+        if (why) {
+            if (wanted)
+                printf("SKIP %s: %s\n", names[i], why);
+            continue;
+        }
+        run_names[n] = names[i];
+        run_fns[n++] = fns[i];
+    }
+    return test_run_all_(__FILE__, run_names, run_fns, n, argc, argv);
+}

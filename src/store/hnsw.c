@@ -55,6 +55,29 @@
  *     compaction and on load, any node a layer-0 walk from the entry
  *     cannot reach is linked from its best reachable node
  *     (repair_reachability). hnsw_unreachable counts such nodes.
+ *  9. Reachability holds after every operation, not only after compaction
+ *     and load (issue 9: re-selections after catch-ups cut nodes off, and
+ *     an overwrite whose only neighbour was its own tombstone left the new
+ *     node unlinked). Layer 0 carries a spanning tree rooted at the entry
+ *     point: parent[x] is the node whose list keeps x reachable, and that
+ *     entry is pinned: re-selection (add_link) keeps it, tombstone or not,
+ *     and force_link, when it must give it up, hands x to the new node
+ *     (which links to x). A new node's parent is the neighbour that links
+ *     to it (keep_reachable), or the entry point when the search met only
+ *     tombstones; a new entry point links to the old one and becomes the
+ *     root. Deletes change no list. So every live node stays on a path of
+ *     pinned links from the entry, at the cost of a u32 per node and one
+ *     compare per re-selected entry; compaction and load rebuild the tree.
+ * 10. A search's beam counts distinct scores, not nodes (search_layer): a
+ *     group of 250 copies scores alike and took 250 of ef places, so a
+ *     search stopped at the group before reaching a node linked only from
+ *     beyond it. Results keep every copy of a kept score.
+ * 11. Final ranking: float32 cannot order an exact copy of the query and a
+ *     near duplicate closer than its rounding, and each SIMD path rounds
+ *     its own way (issue 15: with the scalar path, copies lost to near
+ *     duplicates by node id). Among scores within TIE_EPS, the vectors
+ *     bit-identical to the query come first (rank_final), in the graph
+ *     search and the exact scan alike.
  */
 #include "store/hnsw.h"
 
@@ -95,6 +118,9 @@ struct scratch {
     uint32_t *batch;      /* unvisited neighbours of one node */
     float *qv;            /* normalised query */
     int8_t *qc;           /* query codes */
+    uint32_t *dk;         /* distinct result scores (float bits), open addressing */
+    uint32_t *dn;         /* results holding each score; 0: empty slot */
+    size_t d_cap;         /* slots in dk, dn (power of two) */
     struct scratch *next; /* pool link */
 };
 
@@ -121,6 +147,8 @@ struct hnsw {
     int8_t *codes;          /* (cap, cstride) int8 codes, zero padded */
     float *scales;          /* code scale per node: 1 / |codes| */
     float *selfs;           /* score of each node with itself (what a copy scores) */
+    uint32_t *parent;       /* layer-0 tree: the node whose list keeps this one reachable
+                               (that link is never dropped); NONE for the entry */
     int64_t *labels;        /* label per node */
     uint8_t *levels;        /* top level per node */
     uint8_t *flags;         /* bit 0: tombstone */
@@ -371,6 +399,8 @@ static void scratch_free(struct scratch *s)
     free(s->batch);
     free(s->qv);
     free(s->qc);
+    free(s->dk);
+    free(s->dn);
     free(s);
 }
 
@@ -566,14 +596,130 @@ static inline int admit(const struct hnsw *h, const struct layer_opts *o, uint32
     return !o->accept || o->accept(h->labels[i], o->ctx);
 }
 
-/* Beam search of width ef on `level` from ep; the results (admitted nodes
- * only) are left in s->rq as a min-heap; returns their count. */
+/* ---- distinct scores of a search's results ---------------------------------
+ * Copies of one vector score exactly alike against any query, so a beam of
+ * width ef counts scores, not nodes: 300 copies take one place, and cannot
+ * fill the beam and stop a search short of a node reachable only past
+ * them. A small hash set counts the results holding each score. */
+
+static inline size_t dhash(uint32_t k, size_t mask)
+{
+    return (size_t)(((uint64_t)k * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+static inline uint32_t fbits(float f)
+{
+    uint32_t k;
+    memcpy(&k, &f, 4);
+    return k;
+}
+
+/* Empties the set, with room for ef + 1 distinct scores. -1: no memory. */
+static int dset_reset(struct scratch *s, size_t ef)
+{
+    size_t want = 16;
+    while (want < 2 * (ef + 2))
+        want *= 2;
+    if (s->d_cap < want) {
+        uint32_t *k = realloc(s->dk, want * sizeof *k);
+        if (!k)
+            return -1;
+        s->dk = k;
+        uint32_t *n = realloc(s->dn, want * sizeof *n);
+        if (!n)
+            return -1;
+        s->dn = n;
+        s->d_cap = want;
+    }
+    memset(s->dn, 0, s->d_cap * sizeof *s->dn);
+    return 0;
+}
+
+/* Counts one more result with score f; 1 when f is a new score. */
+static inline int dset_add(struct scratch *s, float f)
+{
+    uint32_t k = fbits(f);
+    size_t mask = s->d_cap - 1;
+    for (size_t i = dhash(k, mask);; i = (i + 1) & mask) {
+        if (!s->dn[i]) {
+            s->dk[i] = k;
+            s->dn[i] = 1;
+            return 1;
+        }
+        if (s->dk[i] == k) {
+            s->dn[i]++;
+            return 0;
+        }
+    }
+}
+
+/* Counts one result with score f less (f is in the set); 1 when it was
+ * the last with that score. Deletes by backward shift, as map_del. */
+static inline int dset_del(struct scratch *s, float f)
+{
+    uint32_t k = fbits(f);
+    size_t mask = s->d_cap - 1, i = dhash(k, mask);
+    while (s->dn[i] && s->dk[i] != k)
+        i = (i + 1) & mask;
+    if (!s->dn[i] || --s->dn[i])
+        return 0;
+    for (size_t j = (i + 1) & mask; s->dn[j]; j = (j + 1) & mask) {
+        size_t home = dhash(s->dk[j], mask);
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->dk[i] = s->dk[j];
+            s->dn[i] = s->dn[j];
+            i = j;
+        }
+    }
+    s->dn[i] = 0;
+    return 1;
+}
+
+/* Grows the scratch's candidate arrays (cq, rq, eps, tmp) to hold `want`
+ * candidates; -1 when out of memory. */
+static int scratch_grow(struct scratch *s, size_t want, int m0)
+{
+    if (want <= s->q_cap)
+        return 0;
+    struct cand *a = realloc(s->cq, want * sizeof *a);
+    if (!a)
+        return -1;
+    s->cq = a;
+    struct cand *b = realloc(s->rq, want * sizeof *b);
+    if (!b)
+        return -1;
+    s->rq = b;
+    struct cand *c = realloc(s->eps, want * sizeof *c);
+    if (!c)
+        return -1;
+    s->eps = c;
+    size_t nt = want + (size_t)m0 * (m0 + 1);
+    if (s->tmp_cap < nt) {
+        struct cand *t = realloc(s->tmp, nt * sizeof *t);
+        if (!t)
+            return -1;
+        s->tmp = t;
+        s->tmp_cap = nt;
+    }
+    s->q_cap = want;
+    return 0;
+}
+
+/* Beam search of width ef (distinct scores, see above) on `level` from ep;
+ * the results (admitted nodes only, every copy of a kept score) are left
+ * in s->rq as a min-heap; returns their count. Out of memory ends the
+ * search early with o->over set. */
 static size_t search_layer(const struct hnsw *h, struct scratch *s,
                            const struct query *q, const struct cand *ep, size_t nep,
                            size_t ef, int level, struct layer_opts *o)
 {
-    size_t nc = 0, nr = 0, visited = nep, ties = 0;
+    size_t nc = 0, nr = 0, nd = 0, visited = nep, ties = 0;
     scratch_new_epoch(s);
+    if (dset_reset(s, ef)) {
+        o->over = 1;
+        return 0;
+    }
     uint32_t *mark = s->mark, epoch = s->epoch;
     struct cand *cq = s->cq, *rq = s->rq;
     for (size_t i = 0; i < nep; i++) {
@@ -581,13 +727,26 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
         maxh_push(cq, &nc, ep[i]);
         if (admit(h, o, ep[i].id)) {
             minh_push(rq, &nr, ep[i]);
-            if (nr > ef)
+            nd += dset_add(s, ep[i].s);
+            while (nd > ef) {
+                nd -= dset_del(s, rq[0].s);
                 minh_pop(rq, &nr);
+            }
         }
     }
     while (nc) {
-        if (nr >= ef && cq[0].s < rq[0].s)
+        if (nd >= ef && cq[0].s < rq[0].s)
             break;
+        /* Keep room for this node's neighbours in every array. */
+        size_t top = nc > nr ? nc : nr;
+        if (top + (size_t)h->m0 + 1 > s->q_cap) {
+            if (scratch_grow(s, 2 * (top + (size_t)h->m0 + 1), h->m0)) {
+                o->over = 1;
+                break;
+            }
+            cq = s->cq;
+            rq = s->rq;
+        }
         struct cand c = maxh_pop(cq, &nc);
         const uint32_t *l = links(h, c.id, level);
         uint32_t cnt = l[0], nb = 0;
@@ -605,20 +764,26 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
                 prefetch_node(h, s->batch[j + 4]);
             uint32_t id = s->batch[j];
             float sc = qscore(h, q, id);
-            if (nr < ef || sc > rq[0].s) {
-                /* cq never holds more than visited nodes: grows below. */
+            if (nd < ef || sc > rq[0].s) {
                 maxh_push(cq, &nc, (struct cand){sc, id});
                 if (admit(h, o, id)) {
                     minh_push(rq, &nr, (struct cand){sc, id});
-                    if (nr > ef)
+                    nd += dset_add(s, sc);
+                    while (nd > ef) {
+                        nd -= dset_del(s, rq[0].s);
                         minh_pop(rq, &nr);
+                    }
                 }
             } else if (sc == rq[0].s && ties < ef) {
-                /* A tie with the worst result cannot improve the results,
-                 * but a better node may be linked only from it (copies of
-                 * one vector all tie): explore it. At most ef of them, so
-                 * a group of thousands of copies costs one more beam. */
+                /* A tie with the worst result (a copy of it, or a tombstone
+                 * of one): a better node may be linked only from it. At
+                 * most ef of them, so a group of thousands of copies at the
+                 * bottom of the results costs one more beam. */
                 maxh_push(cq, &nc, (struct cand){sc, id});
+                if (admit(h, o, id)) {
+                    minh_push(rq, &nr, (struct cand){sc, id});
+                    dset_add(s, sc);
+                }
                 ties++;
             }
         }
@@ -626,23 +791,6 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
         if (o->budget && visited > o->budget) {
             o->over = 1;
             break;
-        }
-        /* Keep room for the next node's neighbours in both heaps. */
-        if (nc + (size_t)h->m0 + 1 > s->q_cap) {
-            size_t want = s->q_cap * 2;
-            struct cand *a = realloc(s->cq, want * sizeof *a);
-            if (!a) {
-                o->over = 1;
-                break;
-            }
-            s->cq = cq = a;
-            struct cand *b = realloc(s->rq, want * sizeof *b);
-            if (!b) {
-                o->over = 1;
-                break;
-            }
-            s->rq = rq = b;
-            s->q_cap = want;
         }
     }
     return nr;
@@ -673,6 +821,48 @@ static int exact_accept(size_t row, void *p)
     return !e->accept || e->accept(e->h->labels[row], e->ctx);
 }
 
+/* Float32 scores closer than this are one tie for rank_final: more than
+ * the rounding error of any float kernel on unit vectors of the
+ * dimensions we meet (a few 1e-7), far less than the gap between two
+ * different photos. */
+#define TIE_EPS 8e-6f
+
+/* Sorts t[0 .. n) (scores from a float kernel against the normalised
+ * query qv) best first. Float32 cannot tell an exact copy of the query
+ * from a near duplicate closer than its rounding (cosine 1 - 1e-7 rounds
+ * like 1), and each SIMD path rounds its own way, so ties went to the
+ * lower node id and whether the copies beat their near duplicates
+ * depended on the path (issue 15). Within a run of scores no more than
+ * TIE_EPS apart, the stored vectors bit-identical to the query (its exact
+ * copies: the same input normalises to the same bits) come first; the
+ * rest keep the float order, ties to the older node, as before (the same
+ * photo embedded in another batch differs in the last bits, and the
+ * oldest item of it stays first). Scores are then made non-increasing
+ * (a copy may have rounded a little below a near duplicate). */
+static void rank_final(const struct hnsw *h, const float *qv, struct cand *t, size_t n)
+{
+    qsort(t, n, sizeof *t, cand_desc);
+    size_t vb = (size_t)h->dim * sizeof(float);
+    for (size_t a = 0; a < n;) {
+        size_t b = a + 1;
+        while (b < n && t[b - 1].s - t[b].s <= TIE_EPS)
+            b++;
+        /* Stable partition of the run: exact copies to the front. */
+        for (size_t i = a, w = a; b - a > 1 && i < b; i++)
+            if (!memcmp(vec_of(h, t[i].id), qv, vb)) {
+                struct cand c = t[i];
+                memmove(t + w + 1, t + w, (i - w) * sizeof *t);
+                t[w++] = c;
+            }
+        a = b;
+    }
+    for (size_t i = 1; i < n; i++)
+        if (t[i].s > t[i - 1].s)
+            t[i].s = t[i - 1].s;
+}
+
+/* The exact top k: the float scan (vec_topk), widened until the k-th
+ * score's ties (within TIE_EPS) are all in, then ranked by rank_final. */
 static int exact_scan(const struct hnsw *h, const float *qv, size_t k,
                       hnsw_accept_fn accept, void *ctx, struct hnsw_hit *out,
                       size_t *n_out, struct err *err)
@@ -680,23 +870,43 @@ static int exact_scan(const struct hnsw *h, const float *qv, size_t k,
     *n_out = 0;
     if (k == 0 || h->n == 0)
         return 0;
-    struct vec_hit *hits = malloc(k * sizeof *hits);
-    if (!hits)
-        return err_set(err, ERR_NOMEM, "hnsw: no memory for %zu hits", k);
     struct exact_ctx e = {h, accept, ctx};
     int anyfilter = accept || h->n_deleted;
-    long got = vec_topk(qv, h->vecs, h->n, (size_t)h->dim, k,
-                        anyfilter ? exact_accept : NULL, &e, hits);
-    if (got < 0) {
+    /* One more than k: the (k+1)-th score tells whether ties may go on. */
+    size_t kk = k + 1 < h->n ? k + 1 : h->n;
+    struct vec_hit *hits = NULL;
+    long got;
+    for (;;) {
+        hits = malloc(kk * sizeof *hits);
+        if (!hits)
+            return err_set(err, ERR_NOMEM, "hnsw: no memory for %zu hits", kk);
+        got = vec_topk(qv, h->vecs, h->n, (size_t)h->dim, kk,
+                       anyfilter ? exact_accept : NULL, &e, hits);
+        if (got < 0) {
+            free(hits);
+            return err_set(err, ERR_NOMEM, "hnsw: no memory for the exact scan");
+        }
+        if ((size_t)got < kk || kk == h->n || hits[kk - 1].score < hits[k - 1].score - TIE_EPS)
+            break;
         free(hits);
-        return err_set(err, ERR_NOMEM, "hnsw: no memory for the exact scan");
+        kk = kk * 2 < h->n ? kk * 2 : h->n;
     }
-    for (long i = 0; i < got; i++) {
-        out[i].label = h->labels[hits[i].row];
-        out[i].score = hits[i].score;
+    struct cand *t = malloc((size_t)got * sizeof *t + 1);
+    if (!t) {
+        free(hits);
+        return err_set(err, ERR_NOMEM, "hnsw: no memory for %ld hits", got);
     }
-    *n_out = (size_t)got;
+    for (long i = 0; i < got; i++)
+        t[i] = (struct cand){hits[i].score, (uint32_t)hits[i].row};
     free(hits);
+    rank_final(h, qv, t, (size_t)got);
+    size_t n = (size_t)got < k ? (size_t)got : k;
+    for (size_t i = 0; i < n; i++) {
+        out[i].label = h->labels[t[i].id];
+        out[i].score = t[i].s;
+    }
+    *n_out = n;
+    free(t);
     return 0;
 }
 
@@ -749,7 +959,7 @@ int hnsw_search(const struct hnsw *h, const float *q, size_t k, int ef,
     struct scratch *s = scratch_get(hm, efz);
     if (!s)
         return err_set(err, ERR_NOMEM, "hnsw: no memory for a search");
-    struct query qq;
+    struct query qq = {NULL, NULL, 0};
     int rc = prepare_query(h, s, q, &qq, err);
     if (rc) {
         scratch_put(hm, s);
@@ -775,7 +985,7 @@ int hnsw_search(const struct hnsw *h, const float *q, size_t k, int ef,
         if (h->quant)
             t[i].s = h->dotf(qq.v, vec_of(h, t[i].id), (size_t)h->dim);
     }
-    qsort(t, nr, sizeof *t, cand_desc);
+    rank_final(h, qq.v, t, nr);
     size_t n = nr < k ? nr : k;
     for (size_t i = 0; i < n; i++) {
         out[i].label = h->labels[t[i].id];
@@ -800,12 +1010,15 @@ static inline uint32_t dup_cap(int mmax) { return mmax > 1 ? (uint32_t)mmax / 2 
  * the list (leaving a group of copies without a way out); they are kept
  * first, up to dup_cap(mmax). Copies of another vector prune each other
  * (one of them is kept). c is sorted best first, ties by node id, so the
- * oldest copies are the ones kept. Writes at most mmax ids to out; returns
- * the count. */
+ * oldest copies are the ones kept. out[0 .. k0) are kept already (the
+ * list's pinned entries, see pinned) and count as kept neighbours. Writes
+ * at most mmax ids to out; returns the count. */
 static uint32_t select_neighbors(const struct hnsw *h, uint32_t base, const struct cand *c,
-                                 size_t nc, int mmax, uint32_t *out)
+                                 size_t nc, int mmax, uint32_t *out, uint32_t k0)
 {
-    uint32_t k = 0, ndup = 0, cap = dup_cap(mmax);
+    uint32_t k = k0, ndup = 0, cap = dup_cap(mmax);
+    for (uint32_t j = 0; j < k0; j++)
+        ndup += is_dup(h, base, nscore(h, base, out[j]));
     for (size_t i = 0; i < nc && k < (uint32_t)mmax; i++) {
         if (is_dup(h, base, c[i].s)) {
             if (ndup < cap) {
@@ -827,6 +1040,14 @@ static uint32_t select_neighbors(const struct hnsw *h, uint32_t base, const stru
     return k;
 }
 
+/* Is x's link from b on level l the one that keeps x reachable (its tree
+ * edge, see design note 9)? Such an entry is never dropped from b's list
+ * unless x gets another parent. */
+static inline int pinned(const struct hnsw *h, uint32_t b, int l, uint32_t x)
+{
+    return l == 0 && h->parent[x] == b;
+}
+
 /* Copies of node b in its list on level l. */
 static uint32_t count_dups(const struct hnsw *h, uint32_t b, int l)
 {
@@ -839,8 +1060,10 @@ static uint32_t count_dups(const struct hnsw *h, uint32_t b, int l)
 
 /* Adds `add` (score s with b) to the list of node b on level l, re-selecting
  * the list with the heuristic when it is full or already holds its share
- * of copies of b. tmp has room for maxdeg + 1 candidates. Returns 1 when
- * `add` is in the list afterwards. */
+ * of copies of b. The re-selection keeps b's pinned entries (tombstones
+ * included: they route to their children) and drops the other tombstones.
+ * tmp has room for maxdeg + 1 candidates. Returns 1 when `add` is in the
+ * list afterwards. */
 static int add_link(const struct hnsw *h, uint32_t b, uint32_t add, float s, int l,
                     struct cand *tmp)
 {
@@ -857,12 +1080,17 @@ static int add_link(const struct hnsw *h, uint32_t b, uint32_t add, float s, int
         return 1;
     }
     size_t nc = 0;
-    for (uint32_t j = 1; j <= cnt; j++)
-        if (!is_del(h, lst[j]))
-            tmp[nc++] = (struct cand){nscore(h, b, lst[j]), lst[j]};
+    uint32_t npin = 0;
+    for (uint32_t j = 1; j <= cnt; j++) {
+        uint32_t x = lst[j];
+        if (pinned(h, b, l, x))
+            lst[1 + npin++] = x; /* npin < j: compacts in place */
+        else if (!is_del(h, x))
+            tmp[nc++] = (struct cand){nscore(h, b, x), x};
+    }
     tmp[nc++] = (struct cand){s, add};
     qsort(tmp, nc, sizeof *tmp, cand_desc);
-    lst[0] = select_neighbors(h, b, tmp, nc, mmax, lst + 1);
+    lst[0] = select_neighbors(h, b, tmp, nc, mmax, lst + 1, npin);
     for (uint32_t j = 1; j <= lst[0]; j++)
         if (lst[j] == add)
             return 1;
@@ -878,9 +1106,12 @@ static int in_list(const uint32_t *lst, uint32_t x)
 }
 
 /* Puts x into node i's list on level l, i's links being new (no node's
- * reachability depends on them yet, so any of them may give way): in place
- * of i's newest copy when x is a copy of i and i holds its share of them,
- * else appended, else in place of i's worst entry. */
+ * reachability depends on them yet but its pinned entries', which stay):
+ * in place of i's newest unpinned copy when x is a copy of i and i holds
+ * its share of them, else appended, else in place of i's worst unpinned
+ * entry. A new node pins at most two entries (one from force_link, one as
+ * the new entry point) and a list holds at least 4, so there is always an
+ * unpinned one. */
 static void give_link(struct hnsw *h, uint32_t i, int l, uint32_t x)
 {
     uint32_t *il = links(h, i, l);
@@ -888,25 +1119,31 @@ static void give_link(struct hnsw *h, uint32_t i, int l, uint32_t x)
     if (is_dup(h, i, nscore(h, i, x)) && count_dups(h, i, l) >= dup_cap(mmax)) {
         uint32_t w = 0;
         for (uint32_t j = 1; j <= il[0]; j++)
-            if (is_dup(h, i, nscore(h, i, il[j])) && (!w || il[j] > il[w]))
+            if (!pinned(h, i, l, il[j]) && is_dup(h, i, nscore(h, i, il[j])) &&
+                (!w || il[j] > il[w]))
                 w = j;
-        il[w] = x;
-        return;
+        if (w) {
+            il[w] = x;
+            return;
+        }
     }
     if (il[0] < (uint32_t)mmax) {
         il[++il[0]] = x;
         return;
     }
-    uint32_t w = 1;
-    float ws = nscore(h, i, il[1]);
-    for (uint32_t j = 2; j <= il[0]; j++) {
+    uint32_t w = 0;
+    float ws = 0;
+    for (uint32_t j = 1; j <= il[0]; j++) {
+        if (pinned(h, i, l, il[j]))
+            continue;
         float sj = nscore(h, i, il[j]);
-        if (sj < ws) {
+        if (!w || sj < ws) {
             ws = sj;
             w = j;
         }
     }
-    il[w] = x;
+    if (w)
+        il[w] = x;
 }
 
 /* Puts i into the list of b on level l, making room if the list is full or
@@ -914,8 +1151,10 @@ static void give_link(struct hnsw *h, uint32_t i, int l, uint32_t x)
  * i links to, so whatever reached x through b still does, through i
  * (b -> i -> x); without such an entry, b gives up its worst entry (its
  * newest copy when i is a copy: b keeps its links out of the group), which
- * i takes over. Only for an i whose own links nothing depends on yet (a new
- * node, or one no search can reach). */
+ * i takes over. An x pinned in b's list (b its parent) gets i as its
+ * parent: i is not below x in the tree (i is new, or unreachable), so the
+ * tree stays a tree. Only for an i whose own links nothing depends on yet
+ * (a new node, or one no search can reach). */
 static void force_link(struct hnsw *h, uint32_t b, uint32_t i, int l)
 {
     uint32_t *bl = links(h, b, l);
@@ -948,6 +1187,8 @@ static void force_link(struct hnsw *h, uint32_t b, uint32_t i, int l)
     bl[pick] = i;
     if (!pick_in)
         give_link(h, i, l, x);
+    if (pinned(h, b, l, x))
+        h->parent[x] = i;
 }
 
 /* Makes sure the new node i has an incoming link on level l that lasts (a
@@ -956,25 +1197,40 @@ static void force_link(struct hnsw *h, uint32_t b, uint32_t i, int l)
  * must come from a copy: a copy's list never drops copies of itself (they
  * sort first and stay within dup_cap), while any other list keeps only the
  * oldest of a group of copies, so a link from there goes at its next
- * re-selection. The link is missing for the newest copy of a vector once
- * the copies' lists hold their share of copies, and for the outliers that
- * every neighbour prunes; it then comes from the best neighbour (the best
- * copy, when i has copies), by force_link. */
+ * re-selection; and a search for the vector then walks from copy to copy.
+ * The link is missing for the newest copy of a vector once the copies'
+ * lists hold their share of copies, and for the outliers that every
+ * neighbour prunes; it then comes from the best neighbour (the best copy,
+ * when i has copies), by force_link. On layer 0 the link becomes i's tree
+ * edge (pinned). Without neighbours (every node the search met was a
+ * tombstone) the entry point links to i. */
 static void keep_reachable(struct hnsw *h, uint32_t i, int l, const uint32_t *mine,
                            uint32_t nm, const float *mine_s)
 {
-    if (nm == 0)
+    if (nm == 0) {
+        if (l == 0) {
+            force_link(h, h->entry, i, 0);
+            h->parent[i] = h->entry;
+        }
         return;
+    }
     int any_dup = is_dup(h, i, mine_s[0]); /* copies come first */
     for (uint32_t j = 0; j < nm; j++)
-        if ((!any_dup || is_dup(h, i, mine_s[j])) && in_list(links(h, mine[j], l), i))
+        if ((!any_dup || is_dup(h, i, mine_s[j])) && in_list(links(h, mine[j], l), i)) {
+            if (l == 0)
+                h->parent[i] = mine[j];
             return;
+        }
     force_link(h, mine[0], i, l);
+    if (l == 0)
+        h->parent[i] = mine[0];
 }
 
 /* Marks seen what a layer-0 walk from `from` reaches (through tombstones);
- * queue has room for n ids. */
-static void walk0(const struct hnsw *h, uint32_t from, uint8_t *seen, uint32_t *queue)
+ * queue has room for n ids. With tree set, the walk also makes each node it
+ * discovers a child of the node it came from. */
+static void walk0(const struct hnsw *h, uint32_t from, uint8_t *seen, uint32_t *queue,
+                  uint32_t *tree)
 {
     size_t head = 0, tail = 0;
     if (seen[from])
@@ -982,10 +1238,13 @@ static void walk0(const struct hnsw *h, uint32_t from, uint8_t *seen, uint32_t *
     seen[from] = 1;
     queue[tail++] = from;
     while (head < tail) {
-        const uint32_t *l = links(h, queue[head++], 0);
+        uint32_t x = queue[head++];
+        const uint32_t *l = links(h, x, 0);
         for (uint32_t j = 1; j <= l[0]; j++)
             if (!seen[l[j]]) {
                 seen[l[j]] = 1;
+                if (tree)
+                    tree[l[j]] = x;
                 queue[tail++] = l[j];
             }
     }
@@ -1009,15 +1268,19 @@ static int best_reachable(struct hnsw *h, struct scratch *s, uint32_t i, uint32_
     return 0;
 }
 
-/* Links every live node that a layer-0 walk from the entry point cannot
- * reach from its best reachable node (found by a layer-0 search from the
- * entry), with force_link: nothing reachable depends on an unreachable
- * node's links. Run after compaction (removing tombstones can orphan a
- * node) and on load (older builds orphaned copies of duplicated vectors).
- * Returns the count relinked, or -1 when out of memory. */
+/* Rebuilds the layer-0 tree (parent) from a walk from the entry point, and
+ * links every live node the walk cannot reach from its best reachable node
+ * (found by a layer-0 search from the entry), with force_link: nothing
+ * reachable depends on an unreachable node's links. Run after compaction
+ * (which re-selects lists wholesale and can orphan a node) and on load
+ * (the file does not keep the tree; older builds orphaned copies of
+ * duplicated vectors). Returns the count relinked, or -1 when out of
+ * memory. */
 static long repair_reachability(struct hnsw *h)
 {
     uint32_t n = h->n;
+    for (uint32_t i = 0; i < n; i++)
+        h->parent[i] = NONE;
     if (n == 0 || h->entry == NONE)
         return 0;
     uint8_t *seen = calloc(n, 1);
@@ -1027,7 +1290,7 @@ static long repair_reachability(struct hnsw *h)
         free(queue);
         return -1;
     }
-    walk0(h, h->entry, seen, queue);
+    walk0(h, h->entry, seen, queue, h->parent);
     long fixed = 0;
     struct scratch *s = NULL;
     for (uint32_t i = 0; i < n && fixed >= 0; i++) {
@@ -1040,7 +1303,8 @@ static long repair_reachability(struct hnsw *h)
         uint32_t b;
         if (best_reachable(h, s, i, &b) == 0) {
             force_link(h, b, i, 0);
-            walk0(h, i, seen, queue);
+            h->parent[i] = b;
+            walk0(h, i, seen, queue, h->parent);
             fixed++;
         }
     }
@@ -1074,7 +1338,7 @@ static void connect_node(struct hnsw *h, struct scratch *s, uint32_t i, int lv)
             nep = nr;
         }
         uint32_t *mine = links(h, i, l);
-        uint32_t nm = select_neighbors(h, i, t, nr, h->m, mine + 1);
+        uint32_t nm = select_neighbors(h, i, t, nr, h->m, mine + 1, 0);
         mine[0] = nm;
         /* mine may change below (keep_reachable): work on a copy. */
         memcpy(sel, mine + 1, nm * sizeof *sel);
@@ -1088,6 +1352,13 @@ static void connect_node(struct hnsw *h, struct scratch *s, uint32_t i, int lv)
         keep_reachable(h, i, l, sel, nm, sel_s);
     }
     if (lv > h->max_level) {
+        /* i becomes the entry point and the root of the tree: it links to
+         * the old root, whose parent it becomes. */
+        uint32_t r = h->entry;
+        if (!in_list(links(h, i, 0), r))
+            give_link(h, i, 0, r);
+        h->parent[r] = i;
+        h->parent[i] = NONE;
         h->max_level = lv;
         h->entry = i;
     }
@@ -1114,6 +1385,9 @@ static int grow(struct hnsw *h, size_t need)
     float *sf = realloc(h->selfs, nc * sizeof *sf);
     if (sf)
         h->selfs = sf;
+    uint32_t *pa = realloc(h->parent, nc * sizeof *pa);
+    if (pa)
+        h->parent = pa;
     int64_t *lb = realloc(h->labels, nc * sizeof *lb);
     if (lb)
         h->labels = lb;
@@ -1126,7 +1400,7 @@ static int grow(struct hnsw *h, size_t need)
     uint32_t **up = realloc(h->upper, nc * sizeof *up);
     if (up)
         h->upper = up;
-    if (!v || !c || !l0 || !sc || !sf || !lb || !lv || !fl || !up) {
+    if (!v || !c || !l0 || !sc || !sf || !pa || !lb || !lv || !fl || !up) {
         free(v);
         free(c);
         free(l0);
@@ -1169,6 +1443,7 @@ static int add_node(struct hnsw *h, int64_t label, const float *v, int lv)
     h->labels[i] = label;
     h->levels[i] = (uint8_t)lv;
     h->flags[i] = 0;
+    h->parent[i] = NONE;
     links(h, i, 0)[0] = 0;
     h->n++;
     return 0;
@@ -1324,7 +1599,7 @@ int hnsw_compact(struct hnsw *h, struct err *err)
                 }
             }
             qsort(t, nc, sizeof *t, cand_desc);
-            uint32_t k = select_neighbors(h, u, t, nc, maxdeg(h, l), sel);
+            uint32_t k = select_neighbors(h, u, t, nc, maxdeg(h, l), sel, 0);
             memcpy(lst + 1, sel, k * sizeof *sel);
             lst[0] = k;
         }
@@ -1463,6 +1738,7 @@ void hnsw_free(struct hnsw *h)
     free(h->codes);
     free(h->scales);
     free(h->selfs);
+    free(h->parent);
     free(h->labels);
     free(h->levels);
     free(h->flags);
@@ -1504,7 +1780,7 @@ uint64_t hnsw_tag(const struct hnsw *h) { return h->tag; }
 
 size_t hnsw_memory(const struct hnsw *h)
 {
-    size_t per = (size_t)h->dim * 4 + h->cstride + 4 + 4 + 8 + 1 + 1 + sizeof(void *) +
+    size_t per = (size_t)h->dim * 4 + h->cstride + 4 + 4 + 4 + 8 + 1 + 1 + sizeof(void *) +
                  (1 + (size_t)h->m0) * 4;
     size_t b = (size_t)h->cap * per + h->map_cap * sizeof(struct slot);
     for (uint32_t i = 0; i < h->n; i++)
@@ -1619,7 +1895,7 @@ size_t hnsw_unreachable(const struct hnsw *h)
     if (!seen || !queue)
         lost = (size_t)-1;
     else {
-        walk0(h, h->entry, seen, queue);
+        walk0(h, h->entry, seen, queue, NULL);
         for (uint32_t i = 0; i < h->n; i++)
             lost += !seen[i] && !is_del(h, i);
     }

@@ -107,7 +107,12 @@ int hnsw_get(const struct hnsw *h, int64_t label, float *out);
 
 /* The k best live items for query q (dim floats, need not be normalised),
  * best first, into out (room for k). ef: candidate list size (0: the
- * index's ef_search; raised to k). accept may be NULL. When fewer than k
+ * index's ef_search; raised to k), counted in distinct scores: exact
+ * copies of one vector share a place. Among scores within about 1e-5 of
+ * each other, the items whose vector is exactly the query's come first
+ * (on every SIMD path, before near duplicates that float32 cannot tell
+ * apart), the others by score, ties to the older item.
+ * accept may be NULL. When fewer than k
  * results come out of the graph (a selective filter, a split graph) the
  * search falls back to an exact scan over the accepted live items, so it
  * returns min(k, accepted live items) hits. *n_out gets the count. Errors:
@@ -133,10 +138,10 @@ int hnsw_compact(struct hnsw *h, struct err *err);
 int hnsw_validate(const struct hnsw *h, struct err *err);
 
 /* Live items that a walk of layer 0 from the entry point (through
- * tombstones) never visits: no search can return them. Inserts give every
- * new node an incoming link, and compaction and hnsw_load link any node
- * left without a path, so this is 0 unless later inserts' re-selections
- * cut a node off (rare; HNSW promises nothing). For tests and diagnostics.
+ * tombstones) never visits: no search could return them. Always 0: every
+ * node keeps a pinned path from the entry point through every insert,
+ * overwrite and delete, and compaction and hnsw_load rebuild it (linking
+ * any node of a file that lacks one). For tests and diagnostics.
  * (size_t)-1 when out of memory. */
 size_t hnsw_unreachable(const struct hnsw *h);
 

@@ -11,10 +11,14 @@
  *  3. Dot kernels keep several independent accumulators so the FMA latency
  *     (4 cycles) does not serialise the loop; tails use masked loads
  *     (AVX-512) or a scalar loop (AVX2), so any d works.
- *  4. The exact scan (vec_topk) scores rows in blocks of 4 sharing each
- *     query load, writes scores to a small buffer and only then offers them
- *     to a bounded min-heap: most rows lose to the heap's worst score, so
- *     the heap costs one compare per row.
+ *  4. The exact scan (vec_topk) scores rows with the path's one dot kernel
+ *     into a small buffer and only then offers them to a bounded min-heap:
+ *     most rows lose to the heap's worst score, so the heap costs one
+ *     compare per row. Every score of a path comes from that one kernel, so
+ *     copies of a vector score bit-identically wherever they are scored (a
+ *     4-row kernel that shared query loads rounded differently from the
+ *     single-row one, so copies in a 4-row block and in the tail scored
+ *     apart; it was no faster, the scan being bound by memory).
  *  5. The reference (vec_dot_ref) accumulates in double: it is what the
  *     tests compare every path against.
  */
@@ -53,12 +57,6 @@ static float dot_scalar(const float *a, const float *b, size_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
-static void rows4_scalar(const float *q, const float *m, size_t d, float *out)
-{
-    for (int r = 0; r < 4; r++)
-        out[r] = dot_scalar(q, m + (size_t)r * d, d);
-}
-
 /* ---- AVX2 + FMA ------------------------------------------------------ */
 
 __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
@@ -91,34 +89,6 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a,
     return s;
 }
 
-__attribute__((target("avx2,fma"))) static void rows4_avx2(const float *q,
-                                                           const float *m,
-                                                           size_t d, float *out)
-{
-    const float *r0 = m, *r1 = m + d, *r2 = m + 2 * d, *r3 = m + 3 * d;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 8 <= d; i += 8) {
-        __m256 x = _mm256_loadu_ps(q + i);
-        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r0 + i), s0);
-        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r1 + i), s1);
-        s2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r2 + i), s2);
-        s3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(r3 + i), s3);
-    }
-    float o0 = hsum256(s0), o1 = hsum256(s1), o2 = hsum256(s2), o3 = hsum256(s3);
-    for (; i < d; i++) {
-        o0 += q[i] * r0[i];
-        o1 += q[i] * r1[i];
-        o2 += q[i] * r2[i];
-        o3 += q[i] * r3[i];
-    }
-    out[0] = o0;
-    out[1] = o1;
-    out[2] = o2;
-    out[3] = o3;
-}
-
 /* ---- AVX-512F -------------------------------------------------------- */
 
 __attribute__((target("avx512f"))) static float dot_avx512(const float *a,
@@ -143,36 +113,6 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a,
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1),
                                               _mm512_add_ps(s2, s3)));
-}
-
-__attribute__((target("avx512f"))) static void rows4_avx512(const float *q,
-                                                            const float *m,
-                                                            size_t d,
-                                                            float *out)
-{
-    const float *r0 = m, *r1 = m + d, *r2 = m + 2 * d, *r3 = m + 3 * d;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= d; i += 16) {
-        __m512 x = _mm512_loadu_ps(q + i);
-        s0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(r0 + i), s0);
-        s1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(r1 + i), s1);
-        s2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(r2 + i), s2);
-        s3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(r3 + i), s3);
-    }
-    if (i < d) {
-        __mmask16 k = (__mmask16)((1u << (d - i)) - 1);
-        __m512 x = _mm512_maskz_loadu_ps(k, q + i);
-        s0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, r0 + i), s0);
-        s1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, r1 + i), s1);
-        s2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, r2 + i), s2);
-        s3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, r3 + i), s3);
-    }
-    out[0] = _mm512_reduce_add_ps(s0);
-    out[1] = _mm512_reduce_add_ps(s1);
-    out[2] = _mm512_reduce_add_ps(s2);
-    out[3] = _mm512_reduce_add_ps(s3);
 }
 
 /* ---- int8 ----------------------------------------------------------- */
@@ -269,12 +209,9 @@ float vec_quantize_i8(const float *x, size_t d, int8_t *c)
 
 /* ---- dispatch -------------------------------------------------------- */
 
-typedef void (*rows4_fn)(const float *q, const float *m, size_t d, float *out);
-
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static enum vec_simd active;
 static vec_dot_fn dot_fn = dot_scalar;
-static rows4_fn rows4 = rows4_scalar;
 static vec_dot_i8_fn dot_i8_fn = vec_dot_i8_ref;
 
 int vec_simd_supported(enum vec_simd s)
@@ -297,7 +234,6 @@ static enum vec_simd select_path(enum vec_simd s)
         s = (enum vec_simd)(s - 1);
     active = s;
     dot_fn = s == VEC_SIMD_AVX512 ? dot_avx512 : s == VEC_SIMD_AVX2 ? dot_avx2 : dot_scalar;
-    rows4 = s == VEC_SIMD_AVX512 ? rows4_avx512 : s == VEC_SIMD_AVX2 ? rows4_avx2 : rows4_scalar;
     dot_i8_fn = s == VEC_SIMD_AVX512 && i8_avx512_ok() ? dot_i8_avx512
               : s >= VEC_SIMD_AVX2 ? dot_i8_avx2 : vec_dot_i8_ref;
     return s;
@@ -399,10 +335,7 @@ int vec_normalize(float *v, size_t d)
 void vec_dot_rows(const float *q, const float *m, size_t n, size_t d, float *out)
 {
     init();
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        rows4(q, m + i * d, d, out + i);
-    for (; i < n; i++)
+    for (size_t i = 0; i < n; i++)
         out[i] = dot_fn(q, m + i * d, d);
 }
 

@@ -48,7 +48,8 @@ float vec_cosine(const float *a, const float *b, size_t d);
  * the norm is zero or not finite. */
 int vec_normalize(float *v, size_t d);
 
-/* out[i] = dot(q, m + i*d) for i < n; m is (n, d). */
+/* out[i] = dot(q, m + i*d) for i < n; m is (n, d). Each row is scored by
+ * the active path's vec_dot kernel: the same bits as vec_dot gives. */
 void vec_dot_rows(const float *q, const float *m, size_t n, size_t d,
                   float *out);
 
