@@ -185,6 +185,7 @@ if serve_ready; then
   h GET /items/big
   t_err 404 not_found
   serve_stop
+  t_eq_n "$RC" 0 "exit code of a clean stop"
 else
   bad "the server with a file size limit did not get ready"
 fi
