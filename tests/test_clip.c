@@ -227,7 +227,7 @@ TEST(safetensors_validation)
     struct st_file *f = NULL;
     CHECK(st_parse(&f, small, sizeof small, "x", &e) == -ERR_CORRUPT);
     CHECK(st_parse(&f, small, 3, "x", &e) == -ERR_CORRUPT);
-    CHECK(st_open(&f, "/nonexistent/model.safetensors", &e) == -ERR_IO);
+    CHECK(st_open(&f, "/nonexistent/model.safetensors", &e) == -ERR_BAD_PATH);
 }
 
 TEST(truncated_checkpoint_is_an_error)
@@ -268,7 +268,7 @@ TEST(missing_model_is_io_error)
 {
     struct clip_model *m = NULL;
     struct err e;
-    CHECK(clip_model_load(&m, "/nonexistent/model", NULL, &e) == -ERR_IO);
+    CHECK(clip_model_load(&m, "/nonexistent/model", NULL, &e) == -ERR_BAD_PATH);
     CHECK(m == NULL);
 }
 

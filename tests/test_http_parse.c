@@ -211,6 +211,12 @@ TEST(router)
     CHECK_STR_CONTAINS(e.msg, "item id");
     CHECK(m.id == NULL);
     CHECK_INT_EQ(http_route_match("GET", "/items/nul%00", &m, &e), -ERR_INVALID_ARGUMENT);
+    /* issue 9: an id that is not UTF-8 is refused before it reaches the store */
+    CHECK_INT_EQ(http_route_match("PUT", "/items/bad%FF%FEid", &m, &e), -ERR_INVALID_UTF8);
+    CHECK(m.id == NULL);
+    CHECK_INT_EQ(http_route_match("GET", "/items/%C3%A9t%C3%A9/image", &m, &e), 0);
+    CHECK(m.route == HTTP_ROUTE_ITEM_IMAGE && !strcmp(m.id, "\xC3\xA9t\xC3\xA9"));
+    http_match_clear(&m);
     CHECK(!strcmp(http_route_name(HTTP_ROUTE_ITEM_IMAGE), "/items/{id}/image"));
     CHECK(!strcmp(http_route_name(HTTP_ROUTE_NONE), "other"));
     CHECK_INT_EQ(http_method_of("BREW"), HTTP_M_OTHER);

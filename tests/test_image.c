@@ -714,7 +714,7 @@ TEST(errors_unsupported_too_large_io)
     CHECK_STR_CONTAINS(e.msg, "photo.jpg: JPEG data ends early (truncated file?)");
     unlink(path);
     snprintf(path, sizeof path, "%s/missing.jpg", dir);
-    CHECK_INT_EQ(img_load_file(&im, path, NULL, &e), -ERR_IO);
+    CHECK_INT_EQ(img_load_file(&im, path, NULL, &e), -ERR_BAD_PATH);
     CHECK_STR_CONTAINS(e.msg, "missing.jpg");
     CHECK_STR_CONTAINS(e.msg, "No such file");
     snprintf(path, sizeof path, "%s/huge.jpg", dir); /* sparse: no disk used */
@@ -725,7 +725,7 @@ TEST(errors_unsupported_too_large_io)
     CHECK_INT_EQ(img_load_file(&im, path, NULL, &e), -ERR_TOO_LARGE);
     CHECK_STR_CONTAINS(e.msg, "huge.jpg: file is 268435457 bytes, over the 256 MB limit");
     unlink(path);
-    CHECK_INT_EQ(img_load_file(&im, dir, NULL, &e), -ERR_IO); /* a directory */
+    CHECK_INT_EQ(img_load_file(&im, dir, NULL, &e), -ERR_BAD_PATH); /* a directory */
     CHECK_STR_CONTAINS(e.msg, "not a regular file");
     snprintf(path, sizeof path, "%s/x.jpg", dir);
     unlink(path);

@@ -1082,6 +1082,118 @@ TEST(random_batches_keep_every_item_findable)
     printf("random_batches_keep_every_item_findable: seed %llu (IMGSEARCH_TEST_SEED repeats "
            "it), %d operations, up to %d copies of one vector\n", (unsigned long long)seed, ops,
            max_hot);
+/* Issue 9: what a store accepts is what every reader can hand out. */
+TEST(hostile_inputs_refused)
+{
+    const char *p = fresh_path("hostile");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    float v[DIM];
+    rvec(v);
+    /* ids, sources and metadata that are not UTF-8 never reach the table */
+    CHECK_INT_EQ(put(st, "bad\xff\xfeid", NULL, NULL, NULL, v), -ERR_INVALID_UTF8);
+    CHECK_INT_EQ(put(st, "ok", "/photos/\xc3\x28.jpg", NULL, NULL, v), -ERR_INVALID_UTF8);
+    CHECK_INT_EQ(put(st, "ok", NULL, NULL, "{\"k\": \"\xed\xa0\x80\"}", v), -ERR_INVALID_UTF8);
+    CHECK_INT_EQ(put(st, "caf\xc3\xa9", "/photos/caf\xc3\xa9.jpg", NULL, NULL, v), 1);
+    /* metadata nested deeper than STORE_METADATA_DEPTH_MAX */
+    char deep[2 * 40 + 16];
+    /* {"a": [[[...]]]} with 40 levels */
+    size_t n = (size_t)snprintf(deep, sizeof deep, "{\"a\":");
+    for (int i = 0; i < 39; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 39; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = 0;
+    CHECK_INT_EQ(put(st, "deep", NULL, NULL, deep, v), -ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(put(st, "flat", NULL, NULL, "{\"a\": [[1]], \"b\": {\"c\": 2}}", v), 1);
+    /* vectors whose norm float32 cannot invert: no NaN score can come out */
+    float tiny[DIM];
+    for (int i = 0; i < DIM; i++)
+        tiny[i] = 1e-45f;
+    CHECK_INT_EQ(put(st, "tiny", NULL, NULL, NULL, tiny), -ERR_INVALID_ARGUMENT);
+    struct store_query q = {.vec = tiny, .k = 5, .min_score = -1};
+    struct store_hit *hits = NULL;
+    size_t nh = 0;
+    struct err e;
+    CHECK_INT_EQ(store_search(st, &q, &hits, &nh, &e), -ERR_INVALID_ARGUMENT);
+    /* sixteen filters with long keys and values: the SQL outgrew 4 KB */
+    struct store_filter f[STORE_FILTERS_MAX];
+    char keys[STORE_FILTERS_MAX][257];
+    for (int i = 0; i < STORE_FILTERS_MAX; i++) {
+        memset(keys[i], 'a' + i, 256);
+        keys[i][256] = 0;
+        f[i] = (struct store_filter){keys[i], "x"};
+    }
+    q = (struct store_query){.vec = v, .k = 5, .min_score = -1, .filters = f,
+                             .n_filters = STORE_FILTERS_MAX};
+    CHECK_INT_EQ(store_search(st, &q, &hits, &nh, &e), 0);
+    CHECK_INT_EQ(nh, 0);
+    store_hits_free(hits, nh);
+    struct store_filter badf = {"k", "\xff"};
+    q.filters = &badf;
+    q.n_filters = 1;
+    CHECK_INT_EQ(store_search(st, &q, &hits, &nh, &e), -ERR_INVALID_UTF8);
+    q.n_filters = STORE_FILTERS_MAX + 1;
+    CHECK_INT_EQ(store_search(st, &q, &hits, &nh, &e), -ERR_INVALID_ARGUMENT);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
+/* store_put_get answers with the row it wrote; the counts are one row. */
+TEST(put_get_and_counts)
+{
+    const char *p = fresh_path("putget");
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    int64_t items = -2, waiting = -2;
+    store_counts_cached(st, &items, &waiting);
+    CHECK_INT_EQ(items, 0);
+    CHECK_INT_EQ(waiting, 0);
+    float v[DIM];
+    rvec(v);
+    struct store_item it = {.id = "a", .source = "/x/a.jpg", .sha256 = "ab", .size = 5,
+                            .mtime = -1, .metadata = "{\"c\": 1}"};
+    struct store_item out;
+    struct err e;
+    int is_new = -1;
+    REQUIRE(store_put_get(st, &it, &is_new, &out, &e) == 0);
+    CHECK_INT_EQ(is_new, 1);
+    CHECK(out.seq > 0 && !strcmp(out.id, "a") && !strcmp(out.source, "/x/a.jpg"));
+    CHECK(!out.has_embedding && out.embedding == NULL && out.created_at > 0);
+    CHECK_STR_CONTAINS(out.metadata, "\"c\"");
+    int64_t seq = out.seq, created = out.created_at;
+    store_item_clear(&out);
+    store_counts_cached(st, &items, &waiting);
+    CHECK_INT_EQ(items, 1);
+    CHECK_INT_EQ(waiting, 1);
+    it.embedding = v;
+    REQUIRE(store_put_get(st, &it, &is_new, &out, &e) == 0);
+    CHECK_INT_EQ(is_new, 0);
+    CHECK(out.seq == seq && out.created_at == created && out.has_embedding);
+    store_item_clear(&out);
+    CHECK_INT_EQ(put(st, "b", NULL, NULL, NULL, NULL), 1);
+    store_counts_cached(st, &items, &waiting);
+    CHECK_INT_EQ(items, 2);
+    CHECK_INT_EQ(waiting, 1);
+    /* a bad put fills nothing */
+    it.id = "bad\xff";
+    CHECK_INT_EQ(store_put_get(st, &it, NULL, &out, &e), -ERR_INVALID_UTF8);
+    CHECK(out.id == NULL);
+    REQUIRE(store_delete(st, "a", &e) == 0);
+    store_counts_cached(st, &items, &waiting);
+    CHECK_INT_EQ(items, 1);
+    CHECK_INT_EQ(waiting, 1);
+    /* a change made with the sqlite3 shell is counted by the triggers */
+    sqlite3 *db;
+    REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "DELETE FROM items", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    int64_t n = -1;
+    CHECK(store_count(st, &n, &e) == 0 && n == 0);
+    CHECK(store_count_waiting(st, &n, &e) == 0 && n == 0);
+    store_counts_cached(st, &items, &waiting);
+    CHECK_INT_EQ(items, 0);
     store_close(st, NULL);
     remove_db(p);
 }
@@ -1091,4 +1203,4 @@ TEST_MAIN(create_open_mismatch, items_put_get_delete_list, search_filters_paging
           selective_filter_returns_k, index_file_rebuilt_or_caught_up, batches,
           duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes,
           stale_index_tmp_removed_on_open, duplicate_items_all_found,
-          random_batches_keep_every_item_findable)
+          random_batches_keep_every_item_findable, hostile_inputs_refused, put_get_and_counts)

@@ -472,14 +472,14 @@ static void check_load_error(const char *dir, int code, const char *what)
 
 TEST(load_errors)
 {
-    check_load_error("/nonexistent/model", ERR_IO, "/nonexistent/model");
+    check_load_error("/nonexistent/model", ERR_BAD_PATH, "/nonexistent/model");
     char *dir = tmp_dir();
     REQUIRE(dir);
-    check_load_error(dir, ERR_IO, "no tokenizer files");
+    check_load_error(dir, ERR_BAD_PATH, "no tokenizer files");
 
     /* vocab.json alone: merges.txt is named */
     CHECK(copy_fixture(dir, "vocab.json") == 0);
-    check_load_error(dir, ERR_IO, "merges.txt");
+    check_load_error(dir, ERR_BAD_PATH, "merges.txt");
 
     /* bad JSON */
     const char *bad_json = "{\"a\": 1,,}";

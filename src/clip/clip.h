@@ -39,7 +39,7 @@ struct clip_model_opts {
 
 /* path is a model folder or a .safetensors file (its folder then supplies
  * config.json and preprocessor_config.json when present).
- * Errors: ERR_IO (missing files), ERR_CORRUPT (bad safetensors, missing or
+ * Errors: ERR_BAD_PATH (missing files), ERR_CORRUPT (bad safetensors, missing or
  * misshapen tensors, bad config JSON). */
 int clip_model_load(struct clip_model **out, const char *path,
                     const struct clip_model_opts *opts, struct err *err);

@@ -478,7 +478,7 @@ int clip_model_load(struct clip_model **out, const char *path,
     char wpath[4096];
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        rc = err_set(err, ERR_IO, "%s: no such model folder or file", path);
+        rc = err_set(err, ERR_BAD_PATH, "%s: no such model folder or file", path);
         goto fail;
     }
     if (S_ISDIR(sb.st_mode)) {
@@ -490,7 +490,7 @@ int clip_model_load(struct clip_model **out, const char *path,
             if (!fs_exists(wpath))
                 snprintf(wpath, sizeof wpath, "%s/open_clip_model.safetensors", path);
             if (!fs_exists(wpath)) {
-                rc = err_set(err, ERR_IO, "%s: no model.safetensors or "
+                rc = err_set(err, ERR_BAD_PATH, "%s: no model.safetensors or "
                              "open_clip_model.safetensors in this folder", path);
                 goto fail;
             }

@@ -77,6 +77,8 @@
 #include <utf8proc.h>
 #include <zlib.h>
 
+#include "util/utf8.h"
+
 #define N_MERGES_MAX (49152 - 256 - 2)  /* lines [1 : 49152-256-2+1] */
 #define FILE_MAX (64u << 20)            /* largest tokenizer file read */
 #define VOCAB_MAX (1 << 22)             /* most entries in vocab.json */
@@ -117,52 +119,6 @@ static void byte_chars(int32_t cp[256])
     int next = 256;
     for (int b = 0; b < 256; b++)
         cp[b] = byte_is_printable(b) ? b : next++;
-}
-
-/* ---- strict UTF-8 ------------------------------------------------------ */
-
-/* Returns 0 when s[0..n) is well-formed UTF-8 (no overlong forms, no
- * surrogates, nothing above U+10FFFF: what Python's strict decoder accepts),
- * else -1 with *bad at the first byte that is not. */
-static int utf8_check(const uint8_t *s, size_t n, size_t *bad)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint8_t lo = 0x80, hi = 0xBF; /* range of the second byte */
-        if (c >= 0xC2 && c <= 0xDF)
-            k = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            *bad = i;
-            return -1;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            uint8_t d = i + j < n ? s[i + j] : 0;
-            if (j == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF)) {
-                *bad = i;
-                return -1;
-            }
-        }
-        i += k + 1;
-    }
-    return 0;
 }
 
 /* ---- loading: a string -> id map used only while loading --------------- */
@@ -268,11 +224,11 @@ static int read_file(const char *path, char **out, size_t *len, struct err *err)
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return err_set(err, ERR_IO, "%s: not a regular file", path);
+        return err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
     }
     if ((uint64_t)st.st_size > FILE_MAX) {
         fclose(f);
@@ -303,7 +259,7 @@ static int read_gz(const char *path, char **out, size_t *len, struct err *err)
     *out = NULL;
     gzFile f = gzopen(path, "rb");
     if (!f)
-        return err_set(err, ERR_IO, "%s: %s", path,
+        return err_set(err, errno ? err_code_of_errno(errno, 1) : ERR_BAD_PATH, "%s: %s", path,
                        errno ? strerror(errno) : "cannot open");
     size_t cap = 1 << 20, n = 0;
     char *b = malloc(cap + 1);
@@ -629,12 +585,12 @@ int tok_new_from_dir(struct tok **out, const char *dir, struct err *err)
     else if (exists(gpath))
         rc = load_gz(t, gpath, err);
     else if (hv || hm)
-        rc = err_set(err, ERR_IO, "%s: %s (%s needs it)", hv ? mpath : vpath,
+        rc = err_set(err, ERR_BAD_PATH, "%s: %s (%s needs it)", hv ? mpath : vpath,
                      strerror(ENOENT), hv ? "vocab.json" : "merges.txt");
     else if (!exists(dir))
-        rc = err_set(err, ERR_IO, "%s: %s", dir, strerror(errno));
+        rc = err_set(err, err_code_of_errno(errno, 1), "%s: %s", dir, strerror(errno));
     else
-        rc = err_set(err, ERR_IO, "%s: no tokenizer files (vocab.json + merges.txt, "
+        rc = err_set(err, ERR_BAD_PATH, "%s: no tokenizer files (vocab.json + merges.txt, "
                                   "or bpe_simple_vocab_16e6.txt.gz)", dir);
     if (rc) {
         tok_free(t);

@@ -24,7 +24,7 @@ struct tok;
 /* Loads the tokenizer of the model folder dir: vocab.json + merges.txt (the
  * Hugging Face layout) when both are there, else bpe_simple_vocab_16e6.txt.gz
  * (OpenAI's layout). Both give the same ids. On success *out is a new
- * tokenizer the caller frees with tok_free. Errors: ERR_IO (no tokenizer
+ * tokenizer the caller frees with tok_free. Errors: ERR_BAD_PATH (no tokenizer
  * files, unreadable file), ERR_CORRUPT (bad JSON, bad merge line, a token
  * the merges need missing from the vocabulary), ERR_TOO_LARGE, ERR_NOMEM;
  * the message names the file. */

@@ -5,6 +5,7 @@
  */
 #include "cmd/bench_ann.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,8 @@ static int read_all(const char *path, size_t unit, void **out, size_t *count, st
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return err_set(err, ERR_IO, "%s: cannot open", path);
+        return err_set(err, err_code_of_errno(errno, 1), "%s: cannot open: %s", path,
+                       strerror(errno));
     fseek(f, 0, SEEK_END);
     long sz = ftell(f);
     fseek(f, 0, SEEK_SET);

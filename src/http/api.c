@@ -15,7 +15,14 @@
  *    removals with the items that use them.
  * 4. /items/{id}/image serves only files whose real path lies inside a
  *    catalog root or the upload folder: an item whose source is elsewhere
- *    (or a path with ../ or a symbolic link out) is 404.
+ *    (or a path with ../ or a symbolic link out) is 404. The file is then
+ *    opened beneath its root without following any link (openat2, or one
+ *    O_NOFOLLOW openat per component), so a folder swapped for a link
+ *    after the check cannot redirect it.
+ * 6. Text from the client is valid UTF-8 (checked at the door, server.c);
+ *    text from the store that is not (rows written before the check) is
+ *    repaired with U+FFFD on the way out, so one bad row cannot make
+ *    every listing that holds it fail.
  * 5. Every error is {"error": {"code", "message"}} with the status of the
  *    one error table (util/err.h).
  */
@@ -36,6 +43,8 @@
 #include "util/sha256.h"
 #include "image/image.h"
 #include "util/fsutil.h"
+#include "util/jsonscan.h"
+#include "util/utf8.h"
 
 #define MAX_K 1000           /* hits per search */
 #define SEARCH_SLACK 4       /* extra hits asked of the store (see search) */
@@ -44,6 +53,26 @@
 #define MAX_TEXT_BYTES 65536 /* bytes of a text query */
 #define LIST_DEFAULT 100     /* items per page */
 #define LIST_MAX 1000
+
+struct http_json_limits http__json_limits(const struct http_server *s, enum http_route r)
+{
+    /* the body object and its scalars, room for fields we ignore */
+    const size_t base = 64;
+    switch (r) {
+    case HTTP_ROUTE_SEARCH: /* {"vector": [dim], "filter": {...} or [...]} */
+        return (struct http_json_limits){
+            base + (size_t)(s->pipe ? s->pipe->dim : STORE_DIM_MAX) + 2 * STORE_FILTERS_MAX, 3};
+    case HTTP_ROUTE_FEATURES_BATCH: /* {"images": [...]} */
+        return (struct http_json_limits){base + (size_t)s->cfg.batch_limit, 2};
+    case HTTP_ROUTE_CLASSIFY: /* {"labels": [...]} */
+        return (struct http_json_limits){base + MAX_LABELS, 2};
+    case HTTP_ROUTE_ITEM: /* {"image", "metadata": {...}}: "1," per value at most */
+        return (struct http_json_limits){base + STORE_METADATA_MAX / 2,
+                                         1 + STORE_METADATA_DEPTH_MAX};
+    default:
+        return (struct http_json_limits){base, 2};
+    }
+}
 
 int http__inline_route(enum http_route r)
 {
@@ -170,11 +199,13 @@ static int embed_blobs(struct http_req *r, struct blob *b, int n, float *out, in
     struct http_worker *w = r->w;
     const size_t px = 3 * (size_t)s->pipe->size * (size_t)s->pipe->size;
     const int dim = s->pipe->dim;
-    int slot[256], done = 0;
-    for (int at = 0; at < n; at += w->cap) {
-        int m = n - at < w->cap ? n - at : w->cap, nok = 0;
-        if (m > 256)
-            m = 256;
+    /* images per round: the worker's buffers hold w->cap, slot[] holds
+     * SLOTS; the bound is here, not in whoever set max_batch */
+    enum { SLOTS = 256 };
+    int slot[SLOTS], done = 0;
+    const int step = w->cap < SLOTS ? w->cap : SLOTS;
+    for (int at = 0; at < n; at += step) {
+        int m = n - at < step ? n - at : step, nok = 0;
         http_batcher_expect(s->batcher, m);
         for (int i = at; i < at + m; i++) {
             char name[32];
@@ -211,21 +242,28 @@ static json_t *floats_json(const float *v, int n)
     return a;
 }
 
-static json_t *err_json(const struct err *e)
-{
-    json_t *m = json_string(e->msg);
-    if (!m)
-        m = json_stringn_nocheck(e->msg, strlen(e->msg));
-    return json_pack("{s:{s:s,s:o}}", "error", "code", err_str(e->code), "message", m);
-}
-
-/* A JSON string of s even when s is not UTF-8 (paths from disk). */
+/* A JSON string of s even when s is not UTF-8 (a row stored before ids
+ * were checked, a path from disk): bad bytes become U+FFFD, so the reply
+ * still encodes; json_stringn_nocheck would make json_dumps fail. */
 static json_t *str_json(const char *s)
 {
     if (!s)
         return json_null();
     json_t *j = json_string(s);
-    return j ? j : json_stringn_nocheck(s, strlen(s));
+    if (j)
+        return j;
+    char *fixed = utf8_repair(s);
+    j = fixed ? json_string(fixed) : NULL;
+    free(fixed);
+    return j ? j : json_null();
+}
+
+static json_t *err_json(const struct http_server *s, const struct err *e)
+{
+    char clean[ERR_MSG_MAX + 64];
+    http__scrub(s, e->msg, clean, sizeof clean, err_http_status(e->code) >= 500);
+    return json_pack("{s:{s:s,s:o}}", "error", "code", err_str(e->code), "message",
+                     str_json(clean));
 }
 
 static json_t *image_url(const char *id)
@@ -357,7 +395,7 @@ static void features_batch(struct http_req *r)
         embed_blobs(r, b, n, v, 1);
         json_t *feats = json_array();
         for (int i = 0; i < n; i++)
-            json_array_append_new(feats, b[i].rc ? err_json(&b[i].err)
+            json_array_append_new(feats, b[i].rc ? err_json(s, &b[i].err)
                                                   : floats_json(v + (size_t)i * dim, dim));
         json_t *j = json_object();
         json_object_set_new(j, "features", feats);
@@ -574,6 +612,7 @@ static void search(struct http_req *r)
                     "model's dimension), not %zu", dim, json_is_array(vj) ? json_array_size(vj) : 0);
             goto fail;
         }
+        double norm2 = 0;
         for (int i = 0; i < dim; i++) {
             json_t *x = json_array_get(vj, (size_t)i);
             double d = json_number_value(x);
@@ -582,6 +621,14 @@ static void search(struct http_req *r)
                 goto fail;
             }
             q[i] = (float)d;
+            norm2 += (double)q[i] * q[i];
+        }
+        /* the index scores by cosine: a norm that float32 cannot invert
+         * (64 x 1e-45) would give NaN scores */
+        if (!(sqrt(norm2) >= STORE_VEC_MIN_NORM)) {
+            err_set(&e, ERR_INVALID_ARGUMENT, "\"vector\" has a norm of %g; it must be at least %g",
+                    sqrt(norm2), STORE_VEC_MIN_NORM);
+            goto fail;
         }
     } else {
         if (store_get(s->store, id, &it, &e))
@@ -612,7 +659,14 @@ static void search(struct http_req *r)
             continue;
         json_t *h = json_object();
         json_object_set_new(h, "id", str_json(hits[i].id));
-        json_object_set_new(h, "score", json_real(hits[i].score));
+        json_t *score = json_real(hits[i].score); /* NULL for a NaN */
+        if (!score) {
+            json_decref(h);
+            json_decref(res);
+            err_set(&e, ERR_INTERNAL, "hit '%.200s' has no finite score", hits[i].id);
+            goto fail;
+        }
+        json_object_set_new(h, "score", score);
         json_object_set_new(h, "metadata", metadata_json(hits[i].metadata));
         json_object_set_new(h, "image_url", hits[i].source ? image_url(hits[i].id) : json_null());
         json_array_append_new(res, h);
@@ -932,10 +986,15 @@ static int put_metadata(struct http_req *r, char **out, struct err *err)
             return err_set(err, ERR_INVALID_ARGUMENT, "metadata is not JSON: %s", je.text);
     }
     int rc = 0;
+    struct json_shape sh = {0, 0};
     if (!json_is_object(md))
         rc = err_set(err, ERR_INVALID_ARGUMENT, "metadata must be a JSON object");
     else if (!(*out = json_dumps(md, JSON_COMPACT)))
         rc = err_set(err, ERR_NOMEM, "out of memory");
+    else if (json_shape_scan(*out, strlen(*out), 0, STORE_METADATA_DEPTH_MAX, &sh),
+             sh.depth > STORE_METADATA_DEPTH_MAX)
+        rc = err_set(err, ERR_INVALID_ARGUMENT, "metadata is nested over %d levels deep",
+                     STORE_METADATA_DEPTH_MAX);
     json_decref(parsed);
     return rc;
 }
@@ -1011,7 +1070,9 @@ static void item_put(struct http_req *r)
         .metadata = md,
         .embedding = vec,
     };
-    if (store_put(s->store, &it, &is_new, &e)) {
+    /* the reply is the row as written: reading it again after the lock
+     * could find it deleted by a DELETE that was waiting for the lock */
+    if (store_put_get(s->store, &it, &is_new, &now, &e)) {
         if (!had)
             drop_upload(s, path);
         goto fail;
@@ -1020,8 +1081,6 @@ static void item_put(struct http_req *r)
         drop_upload(s, old.source);
     pthread_mutex_unlock(&s->upload_mu);
     locked = 0;
-    if (store_get(s->store, r->m.id, &now, &e))
-        goto fail;
     if (async && !now.has_embedding) {
         http_precompute_wake(s->pc, now.seq);
         status = 202;
@@ -1080,12 +1139,15 @@ static void item_image(struct http_req *r)
     err_set(&e, ERR_NOT_FOUND, "item '%.200s' has no image to serve", r->m.id);
     if (!it.source || !(real = realpath(it.source, NULL)))
         goto fail;
-    int ok = inside(real, s->upload_dir);
-    for (int i = 0; i < s->nroots && !ok; i++)
-        ok = inside(real, s->roots[i]);
-    if (!ok)
+    const char *root = inside(real, s->upload_dir) ? s->upload_dir : NULL;
+    for (int i = 0; i < s->nroots && !root; i++)
+        if (inside(real, s->roots[i]))
+            root = s->roots[i];
+    if (!root)
         goto fail;
-    fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* realpath said where the file is; the open must land there even if a
+     * folder of the path becomes a link meanwhile: no component followed */
+    fd = fs_open_beneath(root, real + strlen(root) + (strcmp(root, "/") != 0), 1);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         goto fail;
@@ -1131,22 +1193,24 @@ static void health(struct http_req *r)
         json_object_set_new(pcj, "waiting_at_start", json_integer(p.waiting_at_start));
         json_object_set_new(pcj, "embedded", json_integer(p.embedded));
         json_object_set_new(pcj, "failed", json_integer(p.failed));
-        json_object_set_new(pcj, "last_error", p.last_error[0] ? str_json(p.last_error) : json_null());
+        char clean[ERR_MSG_MAX + 64];
+        http__scrub(s, p.last_error, clean, sizeof clean, 0);
+        json_object_set_new(pcj, "last_error", p.last_error[0] ? str_json(clean) : json_null());
     }
     json_object_set_new(j, "status", json_string(status));
     json_object_set_new(j, "version", json_string(s->cfg.version ? s->cfg.version : "?"));
     json_object_set_new(j, "uptime_s", json_real(round((http__now() - s->t_start) * 1e3) / 1e3));
     if (state == HTTP__READY) {
+        /* a poll thread: the counts the store keeps, no query */
         int64_t items = -1, waiting = -1;
-        struct err e;
-        if (store_count(s->store, &items, &e) || store_count_waiting(s->store, &waiting, &e))
-            status = "degraded", json_object_set_new(j, "status", json_string(status));
+        store_counts_cached(s->store, &items, &waiting);
         json_object_set_new(j, "model", json_string(s->model_id));
         json_object_set_new(j, "dim", json_integer(s->pipe->dim));
         json_object_set_new(j, "precision", json_string(pipe_precision_name(s->pipe)));
         json_object_set_new(j, "text", json_boolean(s->pipe->tok && clip_has_text(s->pipe->model)));
-        json_object_set_new(j, "store", json_pack("{s:s,s:o}", "kind", "embedded", "path",
-                                                  str_json(s->cfg.store)));
+        const char *base = strrchr(s->cfg.store, '/'); /* the name, not where it lies */
+        json_object_set_new(j, "store", json_pack("{s:s,s:o}", "kind", "embedded", "name",
+                                                  str_json(base ? base + 1 : s->cfg.store)));
         json_object_set_new(j, "items", json_integer(items));
         json_object_set_new(j, "waiting", json_integer(waiting));
         struct http_batcher_stats bs;
@@ -1157,7 +1221,9 @@ static void health(struct http_req *r)
                                                     "batches", (json_int_t)bs.batches, "images",
                                                     (json_int_t)bs.images));
     } else if (state == HTTP__FAILED) {
-        json_object_set_new(j, "error", str_json(s->load_error));
+        char clean[ERR_MSG_MAX + 64];
+        http__scrub(s, s->load_error, clean, sizeof clean, 1);
+        json_object_set_new(j, "error", str_json(clean));
     }
     json_object_set_new(j, "precompute", pcj);
     http__reply_json(r, 200, j);
@@ -1173,9 +1239,7 @@ static void metrics(struct http_req *r)
     x.work_queue = s->qlen;
     pthread_mutex_unlock(&s->qmu);
     if (atomic_load(&s->state) == HTTP__READY) {
-        struct err e;
-        if (store_count(s->store, &x.items, &e) || store_count_waiting(s->store, &x.waiting, &e))
-            x.items = x.waiting = -1;
+        store_counts_cached(s->store, &x.items, &x.waiting); /* a poll thread: no query */
         struct http_batcher_stats bs;
         http_batcher_stats(s->batcher, &bs);
         x.image_embeddings = bs.images;

@@ -46,6 +46,7 @@ struct http_server {
     char **prefixes;                /* id prefix per catalog root */
     int nroots;                     /* catalogs, then the upload folder */
     char *upload_dir;               /* resolved STORE.images */
+    char *store_dir;                /* resolved folder of the store (messages hide it) */
     pthread_mutex_t upload_mu;      /* upload files vs. the items that use them */
 
     /* worker pool */
@@ -122,7 +123,14 @@ void http__reply_errf(struct http_req *r, int code, const char *fmt, ...)
 void http__reply_bytes(struct http_req *r, int status, const char *ctype, char *buf,
                        size_t len, int is_static);
 
-/* Decoded query parameter key (first occurrence), or NULL. Owned by r. */
+/* msg for a client: the server's folders (store, uploads, catalogs, model)
+ * replaced by <store>, <uploads>, ...; with server_side, any other absolute
+ * path too. out gets at most n bytes. */
+void http__scrub(const struct http_server *s, const char *msg, char *out, size_t n,
+                 int server_side);
+
+/* Decoded query parameter key (first occurrence), or NULL. Owned by r.
+ * Every parameter was checked at the door (decodes, valid UTF-8). */
 const char *http__query(struct http_req *r, const char *key);
 /* Calls fn for every value of key, decoded; stops at a non-zero return. */
 int http__query_each(struct http_req *r, const char *key,
@@ -133,6 +141,15 @@ json_t *http__json(struct http_req *r, struct err *err);
 const char *http__header(struct http_req *r, const char *name);
 
 /* ---- api.c: the routes ---- */
+
+/* The most JSON values (scalars, arrays, objects) and the deepest nesting a
+ * JSON body of route r may have: what the route reads, and no more (a
+ * 20 MB array of numbers would be a 440 MB jansson tree). */
+struct http_json_limits {
+    size_t values; /* values at most */
+    int depth;     /* nesting at most (the body object is 1) */
+};
+struct http_json_limits http__json_limits(const struct http_server *s, enum http_route r);
 
 /* 1 when route r is answered on the poll thread (cheap, no store writes). */
 int http__inline_route(enum http_route r);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "http/parse.h"
+#include "util/utf8.h"
 
 enum http_method http_method_of(const char *m)
 {
@@ -99,6 +100,12 @@ int http_route_match(const char *method, const char *path, struct http_match *m,
     if ((rc = http_pct_decode(rest, n, 0, &m->id, err))) {
         err_prefix(err, "item id");
         return rc;
+    }
+    size_t bad = 0;
+    if (utf8_check((const uint8_t *)m->id, strlen(m->id), &bad)) {
+        http_match_clear(m);
+        return err_set(err, ERR_INVALID_UTF8, "item id is not valid UTF-8 once decoded (byte %zu)",
+                       bad);
     }
     return 0;
 }

@@ -47,7 +47,8 @@ struct http_match {
 
 /* Fills m (free m->id with http_match_clear). Returns 0, -ERR_NOT_FOUND
  * (no such path), -ERR_METHOD (path known, method not: m->allow says which
- * are), or -ERR_INVALID_ARGUMENT (bad escape in the id, empty id). */
+ * are), -ERR_INVALID_ARGUMENT (bad escape in the id, empty id), or
+ * -ERR_INVALID_UTF8 (the decoded id is not UTF-8). */
 int http_route_match(const char *method, const char *path, struct http_match *m,
                      struct err *err);
 void http_match_clear(struct http_match *m);

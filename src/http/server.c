@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -39,6 +40,14 @@
 #include <unistd.h>
 
 #include "util/fsutil.h"
+#include "util/jsonscan.h"
+#include "util/utf8.h"
+
+enum {
+    HTTP_TRIM_AFTER = 1 << 20,       /* malloc_trim after a body this large */
+    HTTP_MMAP_THRESHOLD = 64 << 10,  /* allocations mmapped from this size */
+    HTTP_ARENA_MAX = 8,              /* malloc arenas at most */
+};
 
 double http__now(void)
 {
@@ -124,14 +133,71 @@ void http__reply_json(struct http_req *r, int status, json_t *j)
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!s) {
-        static const char oom[] =
-            "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot build the reply\"}}";
-        http__reply_bytes(r, 500, "application/json", (char *)oom, sizeof oom - 1, 1);
+        /* jansson says NULL both for no memory and for a string that is not
+         * UTF-8 or a NaN; every text we put in a reply is checked or
+         * repaired first, so this is our bug, not the client's and not
+         * necessarily memory */
+        static const char bad[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"cannot encode the reply as JSON\"}}";
+        http__reply_bytes(r, 500, "application/json", (char *)bad, sizeof bad - 1, 1);
+        logf_(r->s, "%s: cannot encode the reply as JSON", http_route_name(r->m.route));
         return;
     }
     size_t n = strlen(s);
     s[n] = 0;
     http__reply_bytes(r, status, "application/json", s, n, 0);
+}
+
+/* Replaces every occurrence of from in buf (NUL-terminated, room n) by to. */
+static void replace_all(char *buf, size_t n, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    if (fl < 2)
+        return;
+    for (char *p = strstr(buf, from); p; p = strstr(p + tl, from)) {
+        size_t rest = strlen(p + fl);
+        if ((size_t)(p - buf) + tl + rest + 1 > n)
+            return;
+        memmove(p + tl, p + fl, rest + 1);
+        memcpy(p, to, tl);
+    }
+}
+
+void http__scrub(const struct http_server *s, const char *msg, char *out, size_t n, int server_side)
+{
+    snprintf(out, n, "%s", msg);
+    /* the longest first: the upload folder lies inside the store's folder */
+    if (s->upload_dir)
+        replace_all(out, n, s->upload_dir, "<uploads>");
+    for (int i = 0; i < s->nroots; i++)
+        replace_all(out, n, s->roots[i], "<catalog>");
+    if (s->store_dir)
+        replace_all(out, n, s->store_dir, "<store>");
+    if (s->cfg.store)
+        replace_all(out, n, s->cfg.store, "<store>");
+    if (s->cfg.model)
+        replace_all(out, n, s->cfg.model, "<model>");
+    for (int i = 0; i < s->cfg.ncatalogs; i++)
+        replace_all(out, n, s->cfg.catalogs[i], "<catalog>");
+    if (!server_side)
+        return;
+    /* a server-side failure names no file of ours at all: any absolute
+     * path left ("/a/b...") becomes <path> */
+    char in[ERR_MSG_MAX + 64];
+    snprintf(in, sizeof in, "%s", out);
+    size_t w = 0;
+    for (size_t i = 0; in[i] && w + 7 < n;) {
+        int word_start = i == 0 || strchr(" '\"(=", in[i - 1]);
+        size_t len = strcspn(in + i, " '\",:)");
+        if (in[i] == '/' && word_start && memchr(in + i + 1, '/', len - 1)) {
+            memcpy(out + w, "<path>", 6);
+            w += 6;
+            i += len;
+        } else {
+            out[w++] = in[i++];
+        }
+    }
+    out[w] = 0;
 }
 
 void http__reply_err(struct http_req *r, const struct err *e)
@@ -141,9 +207,13 @@ void http__reply_err(struct http_req *r, const struct err *e)
     int status = err_http_status(code);
     if (code == ERR_UNAVAILABLE && !r->reply.retry_after)
         r->reply.retry_after = 1;
-    json_t *m = json_string(msg);
-    if (!m) /* not UTF-8 (a path from disk): keep it readable anyway */
-        m = json_stringn_nocheck(msg, strlen(msg));
+    /* what the client sees: no server path, and valid UTF-8 whatever the
+     * message quotes (an id or a value as it came) */
+    char clean[ERR_MSG_MAX + 64];
+    http__scrub(r->s, msg, clean, sizeof clean, status >= 500);
+    char *fixed = utf8_repair(clean);
+    json_t *m = json_string(fixed ? fixed : "(the message is not valid UTF-8)");
+    free(fixed);
     json_t *j = json_pack("{s:{s:s,s:o}}", "error", "code", err_str(code), "message", m);
     http__reply_json(r, status, j);
     if (status >= 500 && code != ERR_UNAVAILABLE)
@@ -259,6 +329,42 @@ static enum MHD_Result each_arg(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
+/* Every query parameter must decode (no bad escape, no %00) to valid UTF-8:
+ * a value that cannot be read is refused at the door rather than dropped
+ * (a dropped filter returns another tenant's items). */
+struct query_check {
+    struct err err; /* the first problem */
+    int rc;
+};
+
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    (void)kind;
+    struct query_check *q = cls;
+    const char *what[2] = {key ? key : "", value ? value : ""};
+    for (int i = 0; i < 2; i++) {
+        char *d = NULL;
+        struct err e = {0};
+        int rc = http_pct_decode(what[i], strlen(what[i]), 1, &d, &e);
+        size_t bad = 0;
+        if (!rc && utf8_check((const uint8_t *)d, strlen(d), &bad))
+            rc = err_set(&e, ERR_INVALID_UTF8, "is not valid UTF-8 once decoded (byte %zu)", bad);
+        free(d);
+        if (rc) {
+            /* the key is named only when it is readable itself */
+            if (i == 1 && utf8_valid(key) && strlen(key) <= 64)
+                err_prefix(&e, "query parameter '%s'", key);
+            else
+                err_prefix(&e, "a query parameter %s", i ? "value" : "name");
+            q->err = e;
+            q->rc = rc;
+            return MHD_NO;
+        }
+    }
+    return MHD_YES;
+}
+
 int http__query_each(struct http_req *r, const char *key,
                      int (*fn)(void *ctx, const char *value), void *ctx)
 {
@@ -273,6 +379,21 @@ json_t *http__json(struct http_req *r, struct err *err)
         return r->json;
     if (r->kind != HTTP_BODY_JSON) {
         err_set(err, ERR_INVALID_ARGUMENT, "the body is not JSON");
+        return NULL;
+    }
+    /* the tree jansson would build is bounded by the route, before it is
+     * built: about 40 bytes a value, a value can be 2 bytes of body */
+    struct http_json_limits lim = http__json_limits(r->s, r->m.route);
+    struct json_shape sh;
+    json_shape_scan((const char *)r->body, r->body_len, lim.values, lim.depth, &sh);
+    if (sh.values > lim.values) {
+        err_set(err, ERR_TOO_LARGE, "the JSON body has over %zu values, the most %s reads",
+                lim.values, http_route_name(r->m.route));
+        return NULL;
+    }
+    if (sh.depth > lim.depth) {
+        err_set(err, ERR_INVALID_ARGUMENT, "the JSON body is nested over %d levels deep",
+                lim.depth);
         return NULL;
     }
     json_error_t je;
@@ -362,6 +483,11 @@ static void begin(struct http_req *r, const char *url, const char *method)
 {
     struct http_server *s = r->s;
     struct err e = {0};
+    size_t bad = 0;
+    if (utf8_check((const uint8_t *)url, strlen(url), &bad)) {
+        http__reply_errf(r, ERR_INVALID_UTF8, "the request path is not valid UTF-8 (byte %zu)", bad);
+        return;
+    }
     int rc = http_route_match(method, url, &r->m, &e);
     if (rc) {
         if (rc == -ERR_METHOD)
@@ -369,6 +495,12 @@ static void begin(struct http_req *r, const char *url, const char *method)
         if (rc == -ERR_NOT_FOUND && r->m.route == HTTP_ROUTE_NONE)
             snprintf(e.msg, sizeof e.msg, "no such endpoint: %s %.300s", method, url);
         http__reply_err(r, &e);
+        return;
+    }
+    struct query_check qc = {.rc = 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &qc);
+    if (qc.rc) {
+        http__reply_err(r, &qc.err);
         return;
     }
     if (atomic_load(&s->draining)) {
@@ -452,6 +584,8 @@ static int absorb(struct http_req *r, const char *data, size_t n)
         size_t nc = r->body_cap ? r->body_cap : 16384;
         while (nc < r->body_len + n + 1)
             nc *= 2;
+        if (nc > s->cfg.max_body + 1) /* received <= max_body: never more than that */
+            nc = s->cfg.max_body + 1;
         uint8_t *b = realloc(r->body, nc);
         if (!b) {
             r->body_rc = -ERR_NOMEM;
@@ -478,10 +612,27 @@ static void end_body(struct http_req *r)
         http__reply_err(r, &r->body_err);
         return;
     }
-    if (takes_body(r) && r->kind == HTTP_BODY_NONE && r->received > 0)
+    if (takes_body(r) && r->kind == HTTP_BODY_NONE && r->received > 0) {
         http__reply_errf(r, ERR_UNSUPPORTED_FORMAT,
                          "a body needs a Content-Type: multipart/form-data, application/json "
                          "or image/*");
+        return;
+    }
+    /* multipart fields other than images are text: ids, filters, metadata */
+    for (size_t i = 0; i < r->parts.n; i++) {
+        const struct http_part *p = &r->parts.v[i];
+        if (!utf8_valid(p->name)) {
+            http__reply_errf(r, ERR_INVALID_UTF8, "a multipart field name is not valid UTF-8");
+            return;
+        }
+        int image = p->filename || !strcmp(p->name, "image") || !strcmp(p->name, "images") ||
+                    !strcmp(p->name, "file");
+        if (!image && utf8_check(p->data ? p->data : (const uint8_t *)"", p->len, NULL)) {
+            http__reply_errf(r, ERR_INVALID_UTF8, "multipart field '%.60s' is not valid UTF-8",
+                             p->name);
+            return;
+        }
+    }
 }
 
 /* Queues r for a worker, or answers 503 when the queue is full. */
@@ -572,8 +723,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
     *ptr = NULL;
     if (r->reply.status)
         http_metrics_request(&s->metrics, r->m.route, r->reply.status, http__now() - r->t0);
+    size_t received = r->received;
     req_free(r);
     atomic_fetch_sub(&s->inflight, 1);
+    /* A large body leaves the arenas of the threads that parsed it full of
+     * free chunks glibc keeps; give them back (about a millisecond) so
+     * memory after a burst returns to what the service holds at rest. */
+    if (received >= HTTP_TRIM_AFTER)
+        malloc_trim(0);
 }
 
 static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
@@ -715,6 +872,12 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     pthread_mutex_init(&s->upload_mu, NULL);
     atomic_init(&s->state, HTTP__LOADING);
     json_object_seed(0); /* once, before threads race to do it */
+    /* Request bodies and decoded images (64 KB and more) are mmapped, so
+     * freeing one returns it to the system at once; a fixed threshold,
+     * since glibc's sliding one climbs to 32 MB after the first big free.
+     * Fewer arenas than threads bound what free lists can strand. */
+    mallopt(M_MMAP_THRESHOLD, HTTP_MMAP_THRESHOLD);
+    mallopt(M_ARENA_MAX, HTTP_ARENA_MAX);
     int rc = bind_listen(s, s->cfg.listen, err);
     if (rc)
         goto fail;
@@ -763,11 +926,11 @@ static int add_root(struct http_server *s, const char *dir, const char *prefix, 
 {
     char *real = realpath(dir, NULL);
     if (!real)
-        return err_set(err, ERR_IO, "--catalog %s: %s", dir, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 1), "--catalog %s: %s", dir, strerror(errno));
     struct stat sb;
     if (stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         free(real);
-        return err_set(err, ERR_IO, "--catalog %s: not a folder", dir);
+        return err_set(err, ERR_BAD_PATH, "--catalog %s: not a folder", dir);
     }
     char **r = realloc(s->roots, sizeof *r * (size_t)(s->nroots + 1));
     char **p = realloc(s->prefixes, sizeof *p * (size_t)(s->nroots + 1));
@@ -832,11 +995,16 @@ int http_server_load(struct http_server *s, struct err *err)
         goto fail;
     }
     snprintf(up, ul, "%s.images", c->store);
+    char *sd = strdup(c->store), *slash = sd ? strrchr(sd, '/') : NULL;
+    if (slash)
+        *slash = 0;
+    s->store_dir = sd ? realpath(slash ? (*sd ? sd : "/") : ".", NULL) : NULL;
+    free(sd);
     rc = fs_mkdirs(up, err);
     if (!rc) {
         s->upload_dir = realpath(up, NULL);
         if (!s->upload_dir)
-            rc = err_set(err, ERR_IO, "%s: %s", up, strerror(errno));
+            rc = err_set(err, err_code_of_errno(errno, 0), "%s: %s", up, strerror(errno));
     }
     free(up);
     if (rc)
@@ -928,6 +1096,7 @@ int http_server_free(struct http_server *s, struct err *err)
     free(s->roots);
     free(s->prefixes);
     free(s->upload_dir);
+    free(s->store_dir);
     free(s->workers);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);

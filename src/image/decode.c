@@ -830,7 +830,7 @@ int img_load_file(struct img *out, const char *path, const struct img_decode_opt
         return err_set(err, ERR_INVALID_ARGUMENT, "img_load_file: no output or no path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
     struct stat st;
     int rc = 0;
     uint8_t *buf = NULL;
@@ -840,7 +840,7 @@ int img_load_file(struct img *out, const char *path, const struct img_decode_opt
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        rc = err_set(err, ERR_IO, "%s: not a regular file", path);
+        rc = err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
         goto fail;
     }
     if ((uint64_t)st.st_size > IMG_MAX_FILE_BYTES) {

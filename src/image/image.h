@@ -74,7 +74,8 @@ int img_decode(struct img *out, const uint8_t *data, size_t n,
                const struct img_decode_opts *opts, struct err *err);
 
 /* Reads the file at path (refusing files over IMG_MAX_FILE_BYTES with
- * -ERR_TOO_LARGE; -ERR_IO when missing, unreadable or not a regular file)
+ * -ERR_TOO_LARGE; -ERR_BAD_PATH when missing, unreadable or not a regular file,
+ * -ERR_IO when reading fails)
  * and decodes it with img_decode. Every message starts with the path. */
 int img_load_file(struct img *out, const char *path,
                   const struct img_decode_opts *opts, struct err *err);

@@ -42,6 +42,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,8 @@
 
 #include "store/hnsw.h"
 #include "store/vec.h"
+#include "util/jsonscan.h"
+#include "util/utf8.h"
 
 enum stmt_id {
     S_META_GET,
@@ -77,6 +80,8 @@ enum stmt_id {
     S_ALL_EMB,
     S_MAX_SEQ,
     S_ITEM_EXISTS,
+    S_ITEM_BY_SEQ,
+    S_COUNTS,
     S_COUNT_
 };
 
@@ -104,8 +109,8 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_ITEM_WAITING] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, "
                        "created_at, updated_at, 0 FROM items "
                        "WHERE seq > ?1 AND embedding IS NULL ORDER BY seq LIMIT ?2",
-    [S_COUNT] = "SELECT count(*) FROM items",
-    [S_COUNT_WAITING] = "SELECT count(*) FROM items WHERE embedding IS NULL",
+    [S_COUNT] = "SELECT items FROM counts",
+    [S_COUNT_WAITING] = "SELECT waiting FROM counts",
     [S_FIND_SOURCE] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, "
                       "created_at, updated_at, embedding IS NOT NULL FROM items "
                       "WHERE source = ?1 ORDER BY seq LIMIT 1",
@@ -120,6 +125,9 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_ALL_EMB] = "SELECT seq, embedding FROM items WHERE embedding IS NOT NULL ORDER BY seq",
     [S_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM items",
     [S_ITEM_EXISTS] = "SELECT seq FROM items WHERE id = ?1",
+    [S_ITEM_BY_SEQ] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, created_at, "
+                      "updated_at, embedding IS NOT NULL FROM items WHERE seq = ?1",
+    [S_COUNTS] = "SELECT items, waiting FROM counts",
 };
 
 /* Version 1 of the schema. Migrations append steps; a database records the
@@ -148,7 +156,20 @@ static const char *const schema_v1 =
     "CREATE TRIGGER items_ad AFTER DELETE ON items"
     "  BEGIN INSERT INTO changes(seq) VALUES (OLD.seq); END;";
 
-static const char *const migrations[] = {schema_v1};
+/* Version 2: item counts kept by triggers, so counting is one row read, not
+ * a scan of the table (/health and /metrics count on every call), and, like
+ * the changes log, right after any writer, the sqlite3 shell included. */
+static const char *const schema_v2 =
+    "CREATE TABLE counts(items INTEGER NOT NULL, waiting INTEGER NOT NULL);"
+    "INSERT INTO counts SELECT count(*), count(*) - count(embedding) FROM items;"
+    "CREATE TRIGGER counts_ai AFTER INSERT ON items BEGIN UPDATE counts SET"
+    "  items = items + 1, waiting = waiting + (NEW.embedding IS NULL); END;"
+    "CREATE TRIGGER counts_ad AFTER DELETE ON items BEGIN UPDATE counts SET"
+    "  items = items - 1, waiting = waiting - (OLD.embedding IS NULL); END;"
+    "CREATE TRIGGER counts_au AFTER UPDATE OF embedding ON items BEGIN UPDATE counts SET"
+    "  waiting = waiting + (NEW.embedding IS NULL) - (OLD.embedding IS NULL); END;";
+
+static const char *const migrations[] = {schema_v1, schema_v2};
 
 struct conn {
     sqlite3 *db;                   /* connection */
@@ -171,6 +192,8 @@ struct store {
     struct hnsw *idx;         /* in-memory index, NULL until needed */
     int64_t saved_covered;    /* covered value of the file on disk (-1: none) */
     struct store_index_info info; /* origin, reason, counters */
+    _Atomic int64_t n_items;  /* items at the last commit or count seen (-1: unknown) */
+    _Atomic int64_t n_waiting; /* of those, without an embedding */
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -181,6 +204,8 @@ static int db_err(struct err *err, sqlite3 *db, const char *path, const char *wh
     int ours = code == SQLITE_BUSY || code == SQLITE_LOCKED ? ERR_UNAVAILABLE
              : code == SQLITE_NOTADB || code == SQLITE_CORRUPT ? ERR_CORRUPT
              : code == SQLITE_NOMEM ? ERR_NOMEM
+             : code == SQLITE_FULL ? ERR_NO_SPACE
+             : code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? ERR_IO
              : ERR_STORE;
     return err_set(err, ours, "%s: %s: %s", path, what, sqlite3_errmsg(db));
 }
@@ -246,12 +271,28 @@ static struct conn *rconn(struct store *st)
     return &st->r;
 }
 
+/* A vector the index can normalise in float32: finite, with a norm of at
+ * least STORE_VEC_MIN_NORM. A smaller norm (64 x 1e-45 has 1.1e-44) makes
+ * 1/norm overflow float32, and the scores NaN. */
 static int valid_vec(const float *v, int dim)
 {
     double s = 0;
     for (int i = 0; i < dim; i++)
         s += (double)v[i] * v[i];
-    return s > 0 && isfinite(s);
+    return isfinite(s) && s >= STORE_VEC_MIN_NORM * STORE_VEC_MIN_NORM;
+}
+
+/* Reads the counts row into the cache; c->mu held. */
+static void counts_refresh(struct store *st, struct conn *c)
+{
+    struct err e;
+    sqlite3_stmt *s = stmt(st, c, S_COUNTS, &e);
+    if (s && sqlite3_step(s) == SQLITE_ROW) {
+        atomic_store(&st->n_items, sqlite3_column_int64(s, 0));
+        atomic_store(&st->n_waiting, sqlite3_column_int64(s, 1));
+    }
+    if (s)
+        sqlite3_reset(s);
 }
 
 const char *store_model(const struct store *st) { return st->model; }
@@ -503,6 +544,11 @@ int store_open(struct store **out, const char *path, const struct store_options 
         return rc;
     }
     remove_stale_tmp(st->index_path);
+    atomic_init(&st->n_items, -1);
+    atomic_init(&st->n_waiting, -1);
+    pthread_mutex_lock(&st->w.mu);
+    counts_refresh(st, &st->w);
+    pthread_mutex_unlock(&st->w.mu);
     *out = st;
     return 0;
 }
@@ -885,6 +931,8 @@ static int end_write(struct store *st, int own, int rc, struct err *err)
             rc = exec(st, &st->w, "COMMIT", err);
         if (rc && own)
             sqlite3_exec(st->w.db, "ROLLBACK", NULL, NULL, NULL);
+        if (!rc)
+            counts_refresh(st, &st->w);
     }
     pthread_mutex_unlock(&st->w.mu);
     if (!rc && own)
@@ -902,11 +950,29 @@ static int check_id(const char *id, struct err *err)
     return 0;
 }
 
+/* What a new id or source must be beyond its length: valid UTF-8 (they go
+ * out in JSON; one bad id used to break every listing that held it). */
+static int check_text(const char *what, const char *s, struct err *err)
+{
+    size_t bad = 0;
+    if (s && utf8_check((const uint8_t *)s, strlen(s), &bad))
+        return err_set(err, ERR_INVALID_UTF8, "%s is not valid UTF-8 (byte %zu)", what, bad);
+    return 0;
+}
+
 static int check_metadata(struct store *st, const char *md, struct err *err)
 {
     if (strlen(md) > STORE_METADATA_MAX)
         return err_set(err, ERR_INVALID_ARGUMENT, "metadata of %zu bytes (max %d)", strlen(md),
                        STORE_METADATA_MAX);
+    int rc = check_text("metadata", md, err);
+    if (rc)
+        return rc;
+    struct json_shape sh;
+    json_shape_scan(md, strlen(md), 0, STORE_METADATA_DEPTH_MAX, &sh);
+    if (sh.depth > STORE_METADATA_DEPTH_MAX)
+        return err_set(err, ERR_INVALID_ARGUMENT, "metadata nested over %d levels deep",
+                       STORE_METADATA_DEPTH_MAX);
     sqlite3_stmt *s = stmt(st, &st->w, S_JSON_CHECK, err);
     if (!s)
         return -err->code;
@@ -917,9 +983,16 @@ static int check_metadata(struct store *st, const char *md, struct err *err)
     return ok ? 0 : err_set(err, ERR_INVALID_ARGUMENT, "metadata is not a JSON object: %.80s", md);
 }
 
-int store_put(struct store *st, const struct store_item *it, int *is_new, struct err *err)
+static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct store_item *it);
+
+static int put(struct store *st, const struct store_item *it, int *is_new,
+               struct store_item *out, struct err *err)
 {
     int rc = check_id(it->id, err);
+    if (!rc)
+        rc = check_text("item id", it->id, err);
+    if (!rc)
+        rc = check_text("source", it->source, err);
     if (rc)
         return rc;
     if (it->source && strlen(it->source) > STORE_SOURCE_MAX)
@@ -929,7 +1002,7 @@ int store_put(struct store *st, const struct store_item *it, int *is_new, struct
         return err_set(err, ERR_INVALID_ARGUMENT, "%s: sha256 of %zu characters", it->id,
                        strlen(it->sha256));
     if (it->embedding && !valid_vec(it->embedding, st->dim))
-        return err_set(err, ERR_INVALID_ARGUMENT, "%s: the embedding is zero or not finite",
+        return err_set(err, ERR_INVALID_ARGUMENT, "%s: the embedding is not finite or too close to zero",
                        it->id);
     const char *md = it->metadata ? it->metadata : "{}";
     int own;
@@ -979,9 +1052,38 @@ int store_put(struct store *st, const struct store_item *it, int *is_new, struct
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
         return end_write(st, own, db_err(err, st->w.db, st->path, "write an item"), err);
+    if (!exists)
+        seq = sqlite3_last_insert_rowid(st->w.db);
+    if (out) { /* the row as written, inside the write transaction */
+        if (!(s = stmt(st, &st->w, S_ITEM_BY_SEQ, err)))
+            return end_write(st, own, -err->code, err);
+        sqlite3_bind_int64(s, 1, seq);
+        r = sqlite3_step(s);
+        rc = r != SQLITE_ROW ? db_err(err, st->w.db, st->path, "read the item back")
+           : fill_item(st, s, 0, out) ? err_set(err, ERR_NOMEM, "no memory")
+                                      : 0;
+        sqlite3_reset(s);
+        if (rc)
+            return end_write(st, own, rc, err);
+    }
     if (is_new)
         *is_new = !exists;
-    return end_write(st, own, 0, err);
+    rc = end_write(st, own, 0, err);
+    if (rc && out)
+        store_item_clear(out);
+    return rc;
+}
+
+int store_put(struct store *st, const struct store_item *it, int *is_new, struct err *err)
+{
+    return put(st, it, is_new, NULL, err);
+}
+
+int store_put_get(struct store *st, const struct store_item *it, int *is_new,
+                  struct store_item *out, struct err *err)
+{
+    memset(out, 0, sizeof *out);
+    return put(st, it, is_new, out, err);
 }
 
 int store_put_embedding(struct store *st, const char *id, const float *v, struct err *err)
@@ -990,7 +1092,7 @@ int store_put_embedding(struct store *st, const char *id, const float *v, struct
     if (rc)
         return rc;
     if (!valid_vec(v, st->dim))
-        return err_set(err, ERR_INVALID_ARGUMENT, "%s: the embedding is zero or not finite", id);
+        return err_set(err, ERR_INVALID_ARGUMENT, "%s: the embedding is not finite or too close to zero", id);
     int own;
     if ((rc = begin_write(st, &own, err)))
         return rc;
@@ -1056,6 +1158,7 @@ static int finish_batch(struct store *st, const char *sql, struct err *err)
         if (rc)
             sqlite3_exec(st->w.db, "ROLLBACK", NULL, NULL, NULL);
         st->tx_open = 0;
+        counts_refresh(st, &st->w);
     }
     pthread_mutex_unlock(&st->w.mu);
     if (!rc)
@@ -1317,12 +1420,24 @@ static int count_q(struct store *st, enum stmt_id id, int64_t *n, struct err *er
 
 int store_count(struct store *st, int64_t *n, struct err *err)
 {
-    return count_q(st, S_COUNT, n, err);
+    int rc = count_q(st, S_COUNT, n, err);
+    if (!rc && rconn(st) == &st->r)
+        atomic_store(&st->n_items, *n);
+    return rc;
 }
 
 int store_count_waiting(struct store *st, int64_t *n, struct err *err)
 {
-    return count_q(st, S_COUNT_WAITING, n, err);
+    int rc = count_q(st, S_COUNT_WAITING, n, err);
+    if (!rc && rconn(st) == &st->r)
+        atomic_store(&st->n_waiting, *n);
+    return rc;
+}
+
+void store_counts_cached(struct store *st, int64_t *items, int64_t *waiting)
+{
+    *items = atomic_load(&st->n_items);
+    *waiting = atomic_load(&st->n_waiting);
 }
 
 /* ---- search ------------------------------------------------------------ */
@@ -1344,18 +1459,22 @@ static int filter_bitmap(struct store *st, const struct store_filter *f, int nf,
 {
     bm->w = NULL;
     bm->nbits = 0;
-    char sql[4096];
-    size_t len = (size_t)snprintf(sql, sizeof sql,
-                                  "SELECT seq FROM items WHERE embedding IS NOT NULL "
-                                  "AND json_valid(metadata)");
+    /* one EXISTS per filter, ~250 bytes each: SQLite's growing string, the
+     * count bounded by the caller's check against STORE_FILTERS_MAX */
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_str_appendall(q, "SELECT seq FROM items WHERE embedding IS NOT NULL "
+                             "AND json_valid(metadata)");
     for (int i = 0; i < nf; i++)
-        len += (size_t)snprintf(
-            sql + len, sizeof sql - len,
+        sqlite3_str_appendf(
+            q,
             " AND EXISTS (SELECT 1 FROM json_each(items.metadata) j WHERE j.key = ?%d AND ("
             "(j.type = 'text' AND j.atom = ?%d) OR "
             "(j.type IN ('integer', 'real') AND j.atom = ?%d) OR "
             "(j.type IN ('true', 'false', 'null') AND j.type = ?%d)))",
             3 * i + 1, 3 * i + 2, 3 * i + 3, 3 * i + 2);
+    char *sql = sqlite3_str_finish(q);
+    if (!sql)
+        return err_set(err, ERR_NOMEM, "no memory for the filter");
     struct conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
     int rc = 0;
@@ -1396,6 +1515,7 @@ static int filter_bitmap(struct store *st, const struct store_filter *f, int nf,
         rc = db_err(err, c->db, st->path, "run the filter");
     sqlite3_finalize(s);
     pthread_mutex_unlock(&c->mu);
+    sqlite3_free(sql);
     if (rc) {
         free(bm->w);
         bm->w = NULL;
@@ -1457,8 +1577,11 @@ int store_search(struct store *st, const struct store_query *q, struct store_hit
             strlen(q->filters[i].key) > 256 || strlen(q->filters[i].value) > 4096)
             return err_set(err, ERR_INVALID_ARGUMENT, "filter %d needs a key (1..256 bytes) "
                            "and a value", i + 1);
+        else if (!utf8_valid(q->filters[i].key) || !utf8_valid(q->filters[i].value))
+            return err_set(err, ERR_INVALID_UTF8, "filter %d is not valid UTF-8", i + 1);
     if (!valid_vec(q->vec, st->dim))
-        return err_set(err, ERR_INVALID_ARGUMENT, "the query vector is zero or not finite");
+        return err_set(err, ERR_INVALID_ARGUMENT, "the query vector is not finite or its norm "
+                       "is under %g", STORE_VEC_MIN_NORM);
     struct bitmap bm = {NULL, 0};
     int rc = 0;
     if (q->n_filters && (rc = filter_bitmap(st, q->filters, q->n_filters, &bm, err)))
@@ -1492,6 +1615,8 @@ int store_search(struct store *st, const struct store_query *q, struct store_hit
     struct conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
     for (size_t i = first; i < got && !rc; i++) {
+        if (!isfinite(hh[i].score))
+            continue; /* a stored vector the index cannot score: never a NaN hit */
         sqlite3_stmt *s = stmt(st, c, S_HIT_BY_SEQ, err);
         if (!s) {
             rc = -err->code;

@@ -37,10 +37,12 @@
 #define STORE_ID_MAX 1024         /* bytes in an item id */
 #define STORE_SOURCE_MAX 4096     /* bytes in a source */
 #define STORE_METADATA_MAX 65536  /* bytes of metadata JSON */
+#define STORE_METADATA_DEPTH_MAX 32 /* nesting of metadata JSON (the object is 1) */
 #define STORE_MODEL_MAX 256       /* bytes in a model id */
 #define STORE_DIM_MAX 16384       /* embedding dimension */
 #define STORE_K_MAX 10000         /* k + offset of one search */
 #define STORE_FILTERS_MAX 16      /* filters of one search */
+#define STORE_VEC_MIN_NORM 1e-30  /* smallest L2 norm of a stored or query vector */
 #define STORE_SCHEMA_VERSION 1
 
 struct store;
@@ -105,9 +107,19 @@ void store_items_free(struct store_item *items, size_t n);
  * model); without, a new item waits for one and a replaced item keeps its
  * embedding only if its sha256 is unchanged and not NULL. *is_new (may be
  * NULL) gets 1 for an insert. Bad ids, sizes or metadata (not a JSON
- * object) are ERR_INVALID_ARGUMENT, a zero or non-finite embedding too. */
+ * object, nested over STORE_METADATA_DEPTH_MAX) are ERR_INVALID_ARGUMENT,
+ * an embedding that is not finite or whose norm is under
+ * STORE_VEC_MIN_NORM too; an id, source or metadata that is not valid
+ * UTF-8 is ERR_INVALID_UTF8. */
 int store_put(struct store *st, const struct store_item *it, int *is_new,
               struct err *err);
+
+/* store_put, then fills out (caller-owned, store_item_clear) with the row
+ * as written, without the embedding (has_embedding says), read inside the
+ * same write transaction: what a caller reports even when another thread
+ * deletes the item the moment the write commits. On error out is zeroed. */
+int store_put_get(struct store *st, const struct store_item *it, int *is_new,
+                  struct store_item *out, struct err *err);
 
 /* Sets the embedding (dim floats) of item id; ERR_NOT_FOUND if absent. */
 int store_put_embedding(struct store *st, const char *id, const float *v,
@@ -137,9 +149,16 @@ int store_list(struct store *st, int64_t after, int limit, struct store_item **i
 int store_waiting(struct store *st, int64_t after, int limit, struct store_item **items,
                   size_t *n, int64_t *next, struct err *err);
 
+/* Items, and items without an embedding: one row kept by triggers (schema
+ * version 2), so counting costs the same for any number of items. */
 int store_count(struct store *st, int64_t *n, struct err *err);
-/* Items without an embedding. */
 int store_count_waiting(struct store *st, int64_t *n, struct err *err);
+
+/* The counts as of this process's last commit or count, without touching
+ * the database or taking a lock: for a thread that must not wait (a poll
+ * thread answering /health). Another process's writes show up at this
+ * process's next commit or count. -1 when never read. */
+void store_counts_cached(struct store *st, int64_t *items, int64_t *waiting);
 
 /* The item whose source is `source` (the oldest if several), without its
  * embedding: an indexer compares size, mtime and sha256 to skip unchanged

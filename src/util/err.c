@@ -1,6 +1,7 @@
 /* err.c - error records and the code tables generated from ERR_MAP. */
 #include "util/err.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,3 +74,23 @@ void err_clear(struct err *err)
 const char *err_str(int code) { return infos[norm(code)].str; }
 int err_http_status(int code) { return infos[norm(code)].http; }
 int err_exit_code(int code) { return infos[norm(code)].exitc; }
+
+int err_code_of_errno(int errnum, int caller_path)
+{
+    switch (errnum) {
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return ERR_NO_SPACE;
+    case ENOENT:
+    case ENOTDIR:
+    case EISDIR:
+    case EACCES:
+    case EPERM:
+    case ELOOP:
+    case ENAMETOOLONG:
+        return caller_path ? ERR_BAD_PATH : ERR_IO;
+    default:
+        return ERR_IO;
+    }
+}

@@ -14,7 +14,7 @@
 /*      NAME               string code            HTTP  exit */
 #define ERR_MAP(X)                                                    \
     X(INVALID_ARGUMENT,   "invalid_argument",    400,  2)             \
-    X(IO,                 "io_error",            400,  2)             \
+    X(BAD_PATH,           "bad_path",            400,  2)             \
     X(NOT_FOUND,          "not_found",           404,  2)             \
     X(CORRUPT,            "corrupt",             422,  2)             \
     X(UNSUPPORTED_FORMAT, "unsupported_format",  415,  2)             \
@@ -28,6 +28,8 @@
     X(UNAVAILABLE,        "unavailable",         503,  1)             \
     X(INTERRUPTED,        "interrupted",         503,  130)           \
     X(NOMEM,              "out_of_memory",       500,  1)             \
+    X(IO,                 "io_error",            500,  1)             \
+    X(NO_SPACE,           "no_space",            507,  1)             \
     X(STORE,              "store_error",         500,  1)             \
     X(INTERNAL,           "internal",            500,  1)
 
@@ -39,7 +41,14 @@ enum err_code {
 #undef X
     ERR_COUNT_
 };
-/* Public codes are negative: return -ERR_IO etc. */
+/* Public codes are negative: return -ERR_IO etc.
+ *
+ * Files: BAD_PATH is a path the caller named (a CLI argument, a model or
+ * catalog folder given on the command line) that is missing, of the wrong
+ * kind or not readable: the caller's mistake, 4xx / exit 2. IO is a read or
+ * write of the program's own files that failed (the store, its index, an
+ * upload): the server's side, 5xx / exit 1. NO_SPACE is IO for a full disk
+ * or quota (ENOSPC, EDQUOT, EFBIG). */
 
 #define ERR_MSG_MAX 512
 
@@ -58,6 +67,13 @@ void err_prefix(struct err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 void err_clear(struct err *err);
+
+/* The code for a failed file operation with errno errnum: NO_SPACE for
+ * ENOSPC, EDQUOT and EFBIG; when caller_path is 1 (the path came from the
+ * caller), BAD_PATH for a path that is missing, not of the needed kind or
+ * not accessible (ENOENT, ENOTDIR, EISDIR, EACCES, EPERM, ELOOP,
+ * ENAMETOOLONG); IO otherwise. */
+int err_code_of_errno(int errnum, int caller_path);
 
 /* Stable lowercase code for a (positive or negative) err code: "io_error". */
 const char *err_str(int code);

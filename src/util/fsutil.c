@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int fs_atomic_open(struct fs_atomic *w, const char *path, struct err *err)
@@ -23,7 +25,7 @@ int fs_atomic_open(struct fs_atomic *w, const char *path, struct err *err)
     snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     w->f = fopen(w->tmp, "wb");
     if (!w->f) {
-        int rc = err_set(err, ERR_IO, "%s: %s", w->tmp, strerror(errno));
+        int rc = err_set(err, err_code_of_errno(errno, 0), "%s: %s", w->tmp, strerror(errno));
         free(w->path);
         free(w->tmp);
         return rc;
@@ -34,7 +36,8 @@ int fs_atomic_open(struct fs_atomic *w, const char *path, struct err *err)
 int fs_atomic_write(struct fs_atomic *w, const void *p, size_t n, struct err *err)
 {
     if (n && fwrite(p, 1, n, w->f) != n)
-        return err_set(err, ERR_IO, "%s: write: %s", w->tmp, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 0), "%s: write: %s", w->tmp,
+                       strerror(errno));
     return 0;
 }
 
@@ -49,7 +52,7 @@ int fs_atomic_commit(struct fs_atomic *w, struct err *err)
 {
     int rc = 0;
     if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) {
-        rc = err_set(err, ERR_IO, "%s: %s", w->tmp, strerror(errno));
+        rc = err_set(err, err_code_of_errno(errno, 0), "%s: %s", w->tmp, strerror(errno));
         fclose(w->f);
         unlink(w->tmp);
         release(w);
@@ -57,7 +60,8 @@ int fs_atomic_commit(struct fs_atomic *w, struct err *err)
     }
     fclose(w->f);
     if (rename(w->tmp, w->path) != 0) {
-        rc = err_set(err, ERR_IO, "rename %s: %s", w->path, strerror(errno));
+        rc = err_set(err, err_code_of_errno(errno, 0), "rename %s: %s", w->path,
+                     strerror(errno));
         unlink(w->tmp);
         release(w);
         return rc;
@@ -91,11 +95,11 @@ int fs_read_file(const char *path, size_t max, uint8_t **out, size_t *len,
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || S_ISDIR(sb.st_mode)) {
         close(fd);
-        return err_set(err, ERR_IO, "%s: is a directory or unreadable", path);
+        return err_set(err, ERR_BAD_PATH, "%s: is a directory or unreadable", path);
     }
     if ((uint64_t)sb.st_size > max) {
         close(fd);
@@ -174,7 +178,8 @@ int fs_mkdirs(const char *path, struct err *err)
             char c = *s;
             *s = 0;
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                int rc = err_set(err, ERR_IO, "mkdir %s: %s", p, strerror(errno));
+                int rc = err_set(err, err_code_of_errno(errno, 0), "mkdir %s: %s", p,
+                                 strerror(errno));
                 free(p);
                 return rc;
             }
@@ -185,4 +190,71 @@ int fs_mkdirs(const char *path, struct err *err)
     }
     free(p);
     return 0;
+}
+
+/* The fallback of fs_open_beneath: one component at a time from dirfd. */
+static int open_walk(int dirfd, const char *rel)
+{
+    char *copy = strdup(rel);
+    if (!copy) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int fd = dup(dirfd), e = 0;
+    char *save = NULL;
+    char *part = strtok_r(copy, "/", &save);
+    while (fd >= 0 && part) {
+        char *next = strtok_r(NULL, "/", &save);
+        if (!strcmp(part, "..") || !strcmp(part, ".")) {
+            e = EXDEV;
+            close(fd);
+            fd = -1;
+            break;
+        }
+        int nfd = openat(fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (next ? O_DIRECTORY : 0));
+        e = errno;
+        struct stat sb; /* a link as a folder is ENOTDIR: say ELOOP, as openat2 does */
+        if (nfd < 0 && e == ENOTDIR && fstatat(fd, part, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(sb.st_mode))
+            e = ELOOP;
+        close(fd);
+        fd = nfd;
+        part = next;
+    }
+    free(copy);
+    if (fd < 0)
+        errno = e ? e : ENOENT;
+    return fd;
+}
+
+int fs_open_beneath(const char *root, const char *rel, int use_openat2)
+{
+    if (!*rel || rel[0] == '/') {
+        errno = EXDEV;
+        return -1;
+    }
+    int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int fd = -1;
+#ifdef SYS_openat2
+    if (use_openat2) {
+        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+        fd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof how);
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) { /* EPERM: seccomp */
+            int e = errno;
+            close(dfd);
+            errno = e;
+            return fd;
+        }
+    }
+#else
+    (void)use_openat2;
+#endif
+    fd = open_walk(dfd, rel);
+    int e = errno;
+    close(dfd);
+    errno = e;
+    return fd;
 }

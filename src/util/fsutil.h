@@ -3,6 +3,10 @@
  * A durable replace writes PATH.tmp.PID, fsyncs it, renames it over PATH
  * and fsyncs the directory, so a crash leaves either the old or the new
  * file, never a torn one.
+ *
+ * Errors: writes are the program's own files (ERR_IO, ERR_NO_SPACE for a
+ * full disk or quota); fs_read_file reads a path the caller named, so a
+ * missing or unreadable one is ERR_BAD_PATH (see util/err.h).
  */
 #ifndef IMGSEARCH_FSUTIL_H
 #define IMGSEARCH_FSUTIL_H
@@ -39,5 +43,14 @@ int fs_exists(const char *path);
 
 /* mkdir -p */
 int fs_mkdirs(const char *path, struct err *err);
+
+/* Opens root/rel read-only without following a symbolic link in any
+ * component of rel and without leaving root (no "..", no absolute rel):
+ * openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or, where the kernel
+ * has no openat2 (before 5.6) or use_openat2 is 0, one openat with
+ * O_NOFOLLOW per component. Unlike a realpath check followed by open, a
+ * folder swapped for a link in between cannot redirect the open. Returns
+ * the fd, or -1 with errno (ELOOP or EXDEV for a link or an escape). */
+int fs_open_beneath(const char *root, const char *rel, int use_openat2);
 
 #endif

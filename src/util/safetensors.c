@@ -247,11 +247,11 @@ int st_open(struct st_file **out, const char *path, struct err *err)
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return err_set(err, ERR_IO, "%s: not a regular file", path);
+        return err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
     }
     size_t size = (size_t)sb.st_size;
     void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;

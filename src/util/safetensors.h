@@ -50,8 +50,9 @@ struct st_file {
 };
 
 /* Opens and validates PATH. *out is set to a heap object, free with
- * st_close(). Errors: ERR_IO (cannot open/map), ERR_CORRUPT (anything
- * wrong in the header or layout, with the reason and the tensor name). */
+ * st_close(). Errors: ERR_BAD_PATH (cannot open), ERR_IO (cannot map),
+ * ERR_CORRUPT (anything wrong in the header or layout, with the reason and
+ * the tensor name). */
 int st_open(struct st_file **out, const char *path, struct err *err);
 
 /* Validates an in-memory file; buf must outlive the result (not copied).

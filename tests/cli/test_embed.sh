@@ -22,7 +22,7 @@ t_grep "$OUT" 'truncated.jpg", "error": \{"code": "decode_failed"'
 t_grep "$OUT" 'text.jpg", "error": \{"code": "unsupported_format"'
 t_grep "$OUT" 'empty.jpg", "error": \{"code": "unsupported_format"'
 t_grep "$OUT" 'huge_header.png", "error": \{"code": "too_large"'
-t_grep "$OUT" 'missing.jpg", "error": \{"code": "io_error"'
+t_grep "$OUT" 'missing.jpg", "error": \{"code": "bad_path"'
 t_grep "$OUT" 'fruits.jpg", "dim": 64'
 t_grep "$ERR" '5 of 6 inputs failed'
 
