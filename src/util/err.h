@@ -29,6 +29,7 @@
     X(INTERRUPTED,        "interrupted",         503,  130)           \
     X(NOMEM,              "out_of_memory",       500,  1)             \
     X(STORE,              "store_error",         500,  1)             \
+    X(TOO_MANY_REQUESTS,  "too_many_requests",   429,  1)             \
     X(INTERNAL,           "internal",            500,  1)
 
 enum err_code {
