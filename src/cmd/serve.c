@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "http/http.h"
@@ -258,6 +259,28 @@ struct loader {
     struct err err;
 };
 
+/* --max-connections sockets need as many descriptors, plus the store's,
+ * the model's and the workers': raise the soft limit toward the hard one
+ * (Debian's default soft limit, 1024, is the default connection limit, so
+ * the server would run out of descriptors before it reached it). */
+static void raise_nofile(int max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)max_connections + 128;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rlim_t cur = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = cur;
+    if (rl.rlim_cur < want) {
+        char m[200];
+        snprintf(m, sizeof m, "warning: %llu file descriptors at most (ulimit -n): fewer than "
+                 "--max-connections %d needs", (unsigned long long)rl.rlim_cur, max_connections);
+        log_line(m);
+    }
+}
+
 static void *load_main(void *arg)
 {
     struct loader *l = arg;
@@ -339,6 +362,7 @@ static int run(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile(o.cfg.max_connections ? o.cfg.max_connections : 1024);
 
     struct err err = {0};
     struct http_server *s = NULL;
