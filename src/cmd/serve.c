@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "http/http.h"
@@ -54,6 +55,17 @@ static void usage(FILE *f)
             "  --timeout-s N           close connections idle for N s (default 30)\n"
             "  --request-timeout-s N   cut requests whose body takes longer (default 60)\n"
             "  --max-queue N           requests waiting for a worker before 503 (default 1024)\n"
+            "  --max-per-address N     open connections per client address (default 64; 0: no cap)\n"
+            "  --head-timeout-s N      close a connection whose request head (line and headers)\n"
+            "                          takes longer, however it trickles (default 10; 0: none)\n"
+            "  --rate-limit N[/s|/m]   inference requests (/extract-features, /search,\n"
+            "                          /classify) per client address; more get 429 with\n"
+            "                          Retry-After; requests with the API key are not limited\n"
+            "                          (default 10/s; 0: no limit)\n"
+            "  --rate-burst N          inference requests one address may make at once\n"
+            "                          (default 2 x the rate)\n"
+            "  --shutdown-grace-s N    on SIGTERM, wait up to N s for requests in flight, then\n"
+            "                          answer the queued ones 503 and close (default 5)\n"
             "  --precision P           auto (default), fp32 or bf16 [IMGSEARCH_PRECISION]\n"
             "  --max-pixels N          refuse images over N pixels (default 50000000)\n"
             "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
@@ -69,6 +81,7 @@ enum {
     O_STORE = 1, O_MODEL, O_LISTEN, O_CATALOG, O_KEY, O_KEY_ALL, O_MAX_BATCH, O_WAIT,
     O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
+    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE,
 };
 
 static const struct option opts[] = {
@@ -95,6 +108,11 @@ static const struct option opts[] = {
     {"load-delay-ms", required_argument, 0, O_DELAY},
     {"quiet", no_argument, 0, O_QUIET},
     {"help", no_argument, 0, O_HELP},
+    {"max-per-address", required_argument, 0, O_PER_ADDR},
+    {"head-timeout-s", required_argument, 0, O_HEAD_TIMEOUT},
+    {"rate-limit", required_argument, 0, O_RATE},
+    {"rate-burst", required_argument, 0, O_BURST},
+    {"shutdown-grace-s", required_argument, 0, O_GRACE},
     {0, 0, 0, 0},
 };
 
@@ -109,13 +127,32 @@ struct serve_opts {
     int nenv;
     long body_mb;
     int quiet;
+    int grace_s;           /* --shutdown-grace-s; -1: the default */
 };
+
+/* "N", "N/s", "N/m" or "N/min": requests per second into *rate. */
+static int parse_rate(const char *v, double *rate)
+{
+    char *end;
+    errno = 0;
+    double n = strtod(v, &end);
+    if (errno || end == v || !(n >= 0) || n > 1e6)
+        return -1;
+    if (!*end || !strcmp(end, "/s"))
+        *rate = n;
+    else if (!strcmp(end, "/m") || !strcmp(end, "/min"))
+        *rate = n / 60;
+    else
+        return -1;
+    return 0;
+}
 
 static atomic_int quiet_log;
 
 static void log_line(const char *msg)
 {
-    if (atomic_load(&quiet_log) && !strstr(msg, "error") && !strstr(msg, "fail"))
+    if (atomic_load(&quiet_log) && !strstr(msg, "error") && !strstr(msg, "fail") &&
+        !strstr(msg, "warning"))
         return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -181,6 +218,19 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_TIMEOUT: INT(1, 86400); c->idle_timeout_s = (int)n; break;
     case O_REQ_TIMEOUT: INT(1, 86400); c->request_timeout_s = (int)n; break;
     case O_QUEUE: INT(1, 1000000); c->max_queue = (int)n; break;
+    /* 0 turns these off: the config says so with -1 (its 0 is "default") */
+    case O_PER_ADDR: INT(0, 100000); c->max_per_address = n ? (int)n : -1; break;
+    case O_HEAD_TIMEOUT: INT(0, 86400); c->head_timeout_s = n ? (int)n : -1; break;
+    case O_RATE: {
+        double r;
+        if (parse_rate(v, &r))
+            return cmd_usage_error("serve", "%s '%s' is not N, N/s or N/m (requests per "
+                                   "second or minute; 0: no limit)", src, v);
+        c->rate_limit = r > 0 ? r : -1;
+        break;
+    }
+    case O_BURST: INT(1, 1000000); c->rate_burst = (int)n; break;
+    case O_GRACE: INT(0, 3600); o->grace_s = (int)n; break;
     case O_PRECISION:
         if (pipe_parse_precision(v, &c->pipe.prec, &err))
             return cmd_usage_error("serve", "%s: %s", src, err.msg);
@@ -209,6 +259,28 @@ struct loader {
     struct err err;
 };
 
+/* --max-connections sockets need as many descriptors, plus the store's,
+ * the model's and the workers': raise the soft limit toward the hard one
+ * (Debian's default soft limit, 1024, is the default connection limit, so
+ * the server would run out of descriptors before it reached it). */
+static void raise_nofile(int max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)max_connections + 128;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rlim_t cur = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = cur;
+    if (rl.rlim_cur < want) {
+        char m[200];
+        snprintf(m, sizeof m, "warning: %llu file descriptors at most (ulimit -n): fewer than "
+                 "--max-connections %d needs", (unsigned long long)rl.rlim_cur, max_connections);
+        log_line(m);
+    }
+}
+
 static void *load_main(void *arg)
 {
     struct loader *l = arg;
@@ -219,7 +291,7 @@ static void *load_main(void *arg)
 
 static int run(int argc, char **argv)
 {
-    struct serve_opts o = {.body_mb = 20};
+    struct serve_opts o = {.body_mb = 20, .grace_s = -1};
     o.cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
     int rc = 0, c;
     /* environment first, the command line overrides it */
@@ -279,6 +351,7 @@ static int run(int argc, char **argv)
     o.cfg.max_body = (size_t)o.body_mb << 20;
     o.cfg.version = IMGSEARCH_VERSION;
     o.cfg.log = log_line;
+    o.cfg.shutdown_grace_s = o.grace_s < 0 ? 0 : o.grace_s ? o.grace_s : -1;
     atomic_store(&quiet_log, o.quiet);
 
     /* SIGTERM/SIGINT go to sigtimedwait below: block them before any
@@ -289,6 +362,7 @@ static int run(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile(o.cfg.max_connections ? o.cfg.max_connections : 1024);
 
     struct err err = {0};
     struct http_server *s = NULL;
@@ -325,7 +399,7 @@ static int run(int argc, char **argv)
         http_server_free(s, NULL);
         goto out;
     }
-    http_server_shutdown(s, 30);
+    http_server_shutdown(s, o.grace_s < 0 ? 5 : o.grace_s);
     if (http_server_free(s, &err)) {
         rc = cmd_fail("serve", &err);
         goto out;

@@ -51,6 +51,12 @@ struct http_config {
     int load_delay_ms;            /* tests: wait before loading the model */
     const char *version;          /* shown by /health */
     void (*log)(const char *msg); /* one line, no newline; NULL: silent */
+    /* hostile clients (server.c, design note 7); 0 picks the default, < 0 turns off */
+    int max_per_address;          /* open connections per client address (64) */
+    int head_timeout_s;           /* whole request head, first byte to last (10 s) */
+    double rate_limit;            /* inference requests/s per address (10) */
+    int rate_burst;               /* inference requests at once per address (2 x rate) */
+    int shutdown_grace_s;         /* http_server_free's wait for in-flight requests (5 s) */
 };
 
 /* Fills defaults for every zero field of cfg (listen 127.0.0.1:8001,
@@ -69,11 +75,14 @@ const char *http_server_url(const struct http_server *s);
  * the server stays up answering 503 until shut down. */
 int http_server_load(struct http_server *s, struct err *err);
 
-/* Stops accepting, waits up to grace_s for in-flight requests, stops the
- * daemon, the workers, the precompute and the batcher. Idempotent. */
+/* Stops accepting, waits up to grace_s for in-flight requests, then
+ * answers the requests still queued for a worker 503, waits for the ones a
+ * worker is running (one forward pass each), closes every connection
+ * (half-sent bodies included) and stops the daemon, the workers, the
+ * precompute and the batcher. Idempotent. */
 void http_server_shutdown(struct http_server *s, int grace_s);
 
-/* Shuts down if needed, closes the store (writing its index) and frees s.
+/* Shuts down if needed (grace cfg.shutdown_grace_s), closes the store (writing its index) and frees s.
  * Returns the store's close error, if any. NULL: no-op. */
 int http_server_free(struct http_server *s, struct err *err);
 

@@ -14,6 +14,7 @@
 #include "http/metrics.h"
 #include "http/parse.h"
 #include "http/precompute.h"
+#include "http/ratelimit.h"
 #include "http/router.h"
 #include "pipe/pipe.h"
 #include "store/store.h"
@@ -22,6 +23,26 @@ enum http__state {
     HTTP__LOADING, /* listening, model not loaded yet */
     HTTP__READY,   /* every route answers */
     HTTP__FAILED,  /* the load failed: model routes answer 503 */
+};
+
+struct http__conn; /* one open connection (conn.c) */
+
+/* The connection guard (conn.c): every open connection with its phase, a
+ * sweeper thread that closes those past their deadline, and the throttle
+ * of connection-level log lines. */
+struct http__guard {
+    pthread_mutex_t mu;           /* guards what follows */
+    pthread_cond_t cv;            /* wakes the sweeper to stop */
+    struct http__conn *conns;     /* open connections (a list) */
+    int nconns;                   /* their count */
+    pthread_t sweeper;            /* the sweeper thread */
+    int inited;                   /* mu and cv exist */
+    int running;                  /* the sweeper runs */
+    int stop;                     /* the sweeper is to exit */
+    double log_t0;                /* start of the current log window */
+    int log_shown;                /* lines shown in it */
+    int log_held;                 /* lines held back in it */
+    char log_last[200];           /* the last line held back */
 };
 
 struct http_server {
@@ -59,6 +80,11 @@ struct http_server {
     int qstop;                      /* workers exit when the queue is empty */
 
     struct http_metrics metrics;
+
+    /* hostile clients (conn.c, ratelimit.c) */
+    struct http__guard guard;       /* open connections, deadlines, log throttle */
+    struct http_ratelimit *rl;      /* inference buckets per address; NULL: no limit */
+    int qcancel;                    /* shutting down: the queue takes no more (qmu) */
 };
 
 /* A worker thread's scratch, reused by every request it runs. */
@@ -80,6 +106,7 @@ struct http_reply {
     int retry_after;        /* Retry-After seconds, 0 none */
     int challenge;          /* send WWW-Authenticate: Bearer */
     int cache;              /* 1: Cache-Control: max-age=300, else no-store */
+    int close;              /* send Connection: close (set after the body) */
 };
 
 enum http__phase {
@@ -161,5 +188,30 @@ extern const char http__page[];
 extern const size_t http__page_len;
 
 double http__now(void);
+
+/* ---- conn.c: the connection guard ---- */
+
+enum http__conn_phase {
+    HTTP__CONN_HEAD, /* waiting for or receiving a request head: head deadline */
+    HTTP__CONN_BODY, /* head done, receiving the body: request deadline */
+    HTTP__CONN_BUSY, /* at a worker or sending the reply: no deadline of ours */
+};
+
+/* Initialises s->guard (before the daemon starts; cannot fail). */
+void http__guard_init(struct http_server *s);
+/* Starts the sweeper thread. */
+int http__guard_start(struct http_server *s, struct err *err);
+/* Stops the sweeper and logs what the throttle still holds. Idempotent. */
+void http__guard_stop(struct http_server *s);
+/* Frees what http__guard_init made (after the daemon stopped). */
+void http__guard_free(struct http_server *s);
+/* MHD_OPTION_NOTIFY_CONNECTION: registers and forgets connections (cls: s). */
+void http__guard_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                        enum MHD_ConnectionNotificationCode code);
+/* Moves c to phase ph; its deadline, if any, counts from now. */
+void http__guard_phase(struct MHD_Connection *c, enum http__conn_phase ph);
+/* A connection-level log line: shown, or held back and summarised when
+ * more than a few come in a window. */
+void http__guard_log(struct http_server *s, const char *line);
 
 #endif

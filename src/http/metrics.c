@@ -147,6 +147,16 @@ char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extr
             "imgsearch_rejected_busy_total %llu\n",
             x->forward_seconds, x->queue_depth, x->work_queue,
             (unsigned long long)ld(&m->rejected_busy));
+    fprintf(f,
+            "# HELP imgsearch_rejected_rate_total Requests refused with 429: over the per-address rate limit.\n"
+            "# TYPE imgsearch_rejected_rate_total counter\n"
+            "imgsearch_rejected_rate_total %llu\n"
+            "# HELP imgsearch_connections_cut_total Connections closed for missing a deadline.\n"
+            "# TYPE imgsearch_connections_cut_total counter\n"
+            "imgsearch_connections_cut_total{deadline=\"head\"} %llu\n"
+            "imgsearch_connections_cut_total{deadline=\"body\"} %llu\n",
+            (unsigned long long)ld(&m->rejected_rate), (unsigned long long)ld(&m->cut_head),
+            (unsigned long long)ld(&m->cut_body));
     if (x->items >= 0)
         fprintf(f,
                 "# HELP imgsearch_items Items in the store.\n"

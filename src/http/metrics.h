@@ -26,6 +26,9 @@ struct http_metrics {
     atomic_uint_fast64_t lat_sum_us[HTTP_ROUTE_COUNT_]; /* microseconds */
     atomic_uint_fast64_t text_embeddings;  /* texts embedded (search, classify) */
     atomic_uint_fast64_t rejected_busy;    /* 503 because the work queue was full */
+    atomic_uint_fast64_t rejected_rate;    /* 429: over the per-address rate limit */
+    atomic_uint_fast64_t cut_head;         /* connections closed: head past its deadline */
+    atomic_uint_fast64_t cut_body;         /* connections closed: body past its deadline */
 };
 
 /* Gauges and counters owned by other parts, gathered at render time. */

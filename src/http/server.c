@@ -20,8 +20,39 @@
  * 5. URL unescaping is turned off so ids may contain encoded slashes; the
  *    router and http__query decode exactly once.
  * 6. Shutdown: MHD_quiesce_daemon stops accepting, requests already begun
- *    finish (new ones on kept-alive connections get 503), then the daemon
- *    stops and the background threads after it.
+ *    get up to --shutdown-grace-s (5 s) to finish (new ones on kept-alive
+ *    connections get 503). Then the requests still queued for a worker are
+ *    answered 503, the ones a worker runs are waited for (one forward pass
+ *    each), and MHD_stop_daemon closes every connection, half-sent bodies
+ *    included; the background threads stop after it.
+ * 7. Hostile clients. libmicrohttpd 0.9.75 gives an idle timeout, a total
+ *    and a per-address connection cap, and no deadline on a request head;
+ *    and it calls us only once the head is complete. So:
+ *    - MHD_OPTION_PER_IP_CONNECTION_LIMIT (--max-per-address, 64): one
+ *      address cannot take the whole --max-connections (1024) pool, so a
+ *      slowloris from one address leaves room for everyone else. Behind a
+ *      reverse proxy every client has the proxy's address: raise it there.
+ *    - A whole-head deadline (--head-timeout-s, 10 s) and a true request
+ *      deadline (--request-timeout-s) that trickled bytes do not reset:
+ *      conn.c tracks every connection (MHD_OPTION_NOTIFY_CONNECTION) and a
+ *      sweeper shuts down the sockets past their deadline.
+ *    - Framing: two different Content-Length headers, Content-Length with
+ *      Transfer-Encoding, or a transfer coding other than chunked get 400
+ *      and Connection: close on the first call, before any body is read
+ *      (request smuggling; MHD would take the first Content-Length, or wait
+ *      for a body it cannot delimit until the idle timeout).
+ *    - What libmicrohttpd refuses itself gets its own reply, with no hook
+ *      for ours: a request line without spaces is closed at once, an
+ *      unknown HTTP version gets its HTML 505, a chunk line (size plus
+ *      extensions) longer than the 64 KB connection buffer its HTML 500,
+ *      a malformed Content-Length its HTML 400. A request line that never
+ *      ends (binary junk, a TLS hello) is closed at the head deadline.
+ *    - Its log lines (one per abandoned or refused connection) go through
+ *      conn.c's throttle: a few per 10 s, then one summary line.
+ *    - Inference routes (/extract-features[-batch], /search, /classify)
+ *      take a token from the client address's bucket (ratelimit.c;
+ *      --rate-limit 10/s, --rate-burst 2 x rate) or get 429 with
+ *      Retry-After; a request with the valid API key is not limited.
  */
 #include "http/http_int.h"
 
@@ -34,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -96,6 +128,16 @@ void http_config_defaults(struct http_config *c)
         c->request_timeout_s = 60;
     if (!c->max_queue)
         c->max_queue = 1024;
+    if (!c->max_per_address)
+        c->max_per_address = 64;
+    if (!c->head_timeout_s)
+        c->head_timeout_s = 10;
+    if (c->rate_limit == 0)
+        c->rate_limit = 10;
+    if (!c->rate_burst)
+        c->rate_burst = c->rate_limit >= 1 ? (int)(2 * c->rate_limit + 0.5) : 1;
+    if (!c->shutdown_grace_s)
+        c->shutdown_grace_s = 5;
 }
 
 /* ---- replies ------------------------------------------------------------ */
@@ -263,11 +305,12 @@ static enum MHD_Result send_reply(struct http_req *r)
     if (rp->challenge)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"imgsearch\"");
-    if (atomic_load(&r->s->draining))
+    if (atomic_load(&r->s->draining) || rp->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)rp->status, resp);
     MHD_destroy_response(resp);
     r->phase = HTTP__PH_SENT;
+    http__guard_phase(r->conn, HTTP__CONN_BUSY);
     return ret;
 }
 
@@ -440,6 +483,19 @@ static int takes_body(const struct http_req *r)
     return r->m.method == HTTP_M_POST || r->m.method == HTTP_M_PUT;
 }
 
+/* 1 when an API key is configured and the request carries it. */
+static int presents_key(struct http_req *r)
+{
+    const struct http_config *c = &r->s->cfg;
+    if (!c->api_key || !*c->api_key)
+        return 0;
+    size_t n = 0;
+    const char *k = http_bearer_token(http__header(r, MHD_HTTP_HEADER_AUTHORIZATION), &n);
+    if (!k && (k = http__header(r, "X-API-Key")))
+        n = strlen(k);
+    return k && http_key_equal(k, n, c->api_key);
+}
+
 /* 1 when the request carries the API key (or none is needed). */
 static int authorized(struct http_req *r)
 {
@@ -451,11 +507,7 @@ static int authorized(struct http_req *r)
     int open = rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH;
     if (!write && (open || !c->api_key_all))
         return 1;
-    size_t n = 0;
-    const char *k = http_bearer_token(http__header(r, MHD_HTTP_HEADER_AUTHORIZATION), &n);
-    if (!k && (k = http__header(r, "X-API-Key")))
-        n = strlen(k);
-    return k && http_key_equal(k, n, c->api_key);
+    return presents_key(r);
 }
 
 static enum MHD_Result on_post_part(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -475,6 +527,89 @@ static enum MHD_Result on_post_part(void *cls, enum MHD_ValueKind kind, const ch
         r->body_err = e;
     }
     return MHD_YES;
+}
+
+struct framing {
+    int ncl, nte;       /* Content-Length, Transfer-Encoding headers */
+    const char *cl;     /* the first Content-Length */
+    int cl_differ;      /* another one differs from it */
+    const char *te;     /* the last Transfer-Encoding */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (!key || !value)
+        return MHD_YES;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (!f->ncl++)
+            f->cl = value;
+        else if (strcmp(f->cl, value) != 0)
+            f->cl_differ = 1;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->nte++;
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+/* Refuses a request whose body length is ambiguous or cannot be found
+ * (design note 7): 400 and Connection: close. Returns 1 when refused. */
+static int refuse_framing(struct http_req *r)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    size_t tl = f.te ? strlen(f.te) : 0;
+    while (tl && (f.te[tl - 1] == ' ' || f.te[tl - 1] == '\t'))
+        tl--;
+    if (f.cl_differ)
+        http__reply_errf(r, ERR_INVALID_ARGUMENT,
+                         "%d Content-Length headers with different values: the body's length "
+                         "is ambiguous", f.ncl);
+    else if (f.ncl && f.nte)
+        http__reply_errf(r, ERR_INVALID_ARGUMENT,
+                         "both Content-Length and Transfer-Encoding: the body's length is "
+                         "ambiguous");
+    else if (f.nte > 1 || (f.nte && (tl != 7 || strncasecmp(f.te, "chunked", 7) != 0)))
+        http__reply_errf(r, ERR_INVALID_ARGUMENT,
+                         "Transfer-Encoding '%.60s' is not supported: send the body with "
+                         "Content-Length or Transfer-Encoding: chunked", f.te);
+    else
+        return 0;
+    r->reply.close = 1;
+    return 1;
+}
+
+static int inference_route(enum http_route rt)
+{
+    return rt == HTTP_ROUTE_FEATURES || rt == HTTP_ROUTE_FEATURES_BATCH ||
+           rt == HTTP_ROUTE_SEARCH || rt == HTTP_ROUTE_CLASSIFY;
+}
+
+/* Takes a token from the client address's bucket for an inference route;
+ * answers 429 with Retry-After when there is none. A request with the API
+ * key is not limited. */
+static void limit_rate(struct http_req *r)
+{
+    struct http_server *s = r->s;
+    if (!s->rl || !inference_route(r->m.route) || presents_key(r))
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    uint8_t key[HTTP_RATELIMIT_KEY];
+    http_ratelimit_key(ci ? ci->client_addr : NULL, key);
+    double wait = http_ratelimit_take(s->rl, key, http__now());
+    if (wait <= 0)
+        return;
+    atomic_fetch_add(&s->metrics.rejected_rate, 1);
+    int secs = (int)wait;
+    r->reply.retry_after = secs < wait ? secs + 1 : secs < 1 ? 1 : secs;
+    http__reply_errf(r, ERR_TOO_MANY_REQUESTS,
+                     "over the limit of %g requests per second from one address (burst %d): "
+                     "retry in %d s", s->cfg.rate_limit, s->cfg.rate_burst,
+                     r->reply.retry_after);
 }
 
 /* First call: route, refuse early, prepare the body. Leaves a reply in r
@@ -640,10 +775,16 @@ static enum MHD_Result submit(struct http_req *r)
 {
     struct http_server *s = r->s;
     pthread_mutex_lock(&s->qmu);
+    int cancel = s->qcancel;
     int full = s->qlen >= s->cfg.max_queue || s->qstop;
-    if (!full)
+    if (!full && !cancel)
         s->qlen++; /* reserve */
     pthread_mutex_unlock(&s->qmu);
+    if (cancel) {
+        r->reply.retry_after = 1;
+        http__reply_errf(r, ERR_UNAVAILABLE, "the server is shutting down");
+        return send_reply(r);
+    }
     if (full) {
         atomic_fetch_add(&s->metrics.rejected_busy, 1);
         r->reply.retry_after = 1;
@@ -652,6 +793,7 @@ static enum MHD_Result submit(struct http_req *r)
         return send_reply(r);
     }
     r->phase = HTTP__PH_WORKER;
+    http__guard_phase(r->conn, HTTP__CONN_BUSY);
     MHD_suspend_connection(r->conn);
     pthread_mutex_lock(&s->qmu);
     r->next = NULL;
@@ -683,7 +825,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->phase = HTTP__PH_BODY;
         *ptr = r;
         atomic_fetch_add(&s->inflight, 1);
-        begin(r, url, method);
+        http__guard_phase(c, HTTP__CONN_BODY); /* the head is complete */
+        if (!refuse_framing(r)) {
+            begin(r, url, method);
+            if (!r->reply.status)
+                limit_rate(r);
+        }
         return r->reply.status ? send_reply(r) : MHD_YES;
     }
     switch (r->phase) {
@@ -714,9 +861,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     (void)toe;
     struct http_server *s = cls;
+    http__guard_phase(c, HTTP__CONN_HEAD); /* a kept-alive connection waits for a head */
     struct http_req *r = *ptr;
     if (!r)
         return;
@@ -750,7 +897,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
-    logf_(s, "libmicrohttpd: %s", msg);
+    char line[1100];
+    snprintf(line, sizeof line, "libmicrohttpd: %s", msg);
+    http__guard_log(s, line);
 }
 
 /* ---- worker pool ---------------------------------------------------------- */
@@ -871,6 +1020,7 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->upload_mu, NULL);
     atomic_init(&s->state, HTTP__LOADING);
+    http__guard_init(s);
     json_object_seed(0); /* once, before threads race to do it */
     /* Request bodies and decoded images (64 KB and more) are mmapped, so
      * freeing one returns it to the system at once; a fixed threshold,
@@ -880,6 +1030,12 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     mallopt(M_ARENA_MAX, HTTP_ARENA_MAX);
     int rc = bind_listen(s, s->cfg.listen, err);
     if (rc)
+        goto fail;
+    if (s->cfg.rate_limit > 0 &&
+        (rc = http_ratelimit_new(&s->rl, s->cfg.rate_limit,
+                                 s->cfg.rate_burst > 0 ? s->cfg.rate_burst : 1, 65536, err)))
+        goto fail;
+    if ((rc = http__guard_start(s, err)))
         goto fail;
     s->workers = calloc((size_t)s->cfg.threads, sizeof *s->workers);
     if (!s->workers) {
@@ -899,6 +1055,9 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.poll_threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)(s->cfg.max_per_address > 0 ? s->cfg.max_per_address : 0),
+        MHD_OPTION_NOTIFY_CONNECTION, http__guard_notify, s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -907,6 +1066,20 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     if (!s->d) {
         rc = err_set(err, ERR_INTERNAL, "libmicrohttpd did not start on %s", s->url);
         goto fail;
+    }
+    const struct http_config *c = &s->cfg;
+    int keyed = c->api_key && *c->api_key;
+    if (!keyed)
+        logf_(s, "warning: no API key: anyone who can reach %s can add and delete items "
+                 "(PUT, DELETE /items; --api-key sets one)", s->url);
+    if (!keyed || !c->api_key_all) {
+        char lim[120] = "not rate limited";
+        if (s->rl)
+            snprintf(lim, sizeof lim, "limited to %g requests/s per address, burst %d",
+                     c->rate_limit, c->rate_burst);
+        logf_(s, "warning: inference (/extract-features, /search, /classify) and /metrics "
+                 "answer without a key%s; inference is %s",
+              keyed ? " (--api-key-all closes them)" : "", lim);
     }
     *out = s;
     return 0;
@@ -1037,6 +1210,30 @@ fail:
 
 /* ---- shutdown ------------------------------------------------------------------ */
 
+/* Answers 503 to every request still waiting for a worker; from now on the
+ * queue takes no more. */
+static void cancel_queued(struct http_server *s)
+{
+    pthread_mutex_lock(&s->qmu);
+    s->qcancel = 1;
+    struct http_req *list = s->qhead;
+    s->qhead = s->qtail = NULL;
+    pthread_mutex_unlock(&s->qmu);
+    int n = 0;
+    for (struct http_req *r = list, *next; r; r = next, n++) {
+        next = r->next;
+        r->reply.retry_after = 1;
+        http__reply_errf(r, ERR_UNAVAILABLE, "the server is shutting down");
+        r->phase = HTTP__PH_DONE;
+        MHD_resume_connection(r->conn); /* r may be freed from here on */
+        pthread_mutex_lock(&s->qmu);
+        s->qlen--;
+        pthread_mutex_unlock(&s->qmu);
+    }
+    if (n)
+        logf_(s, "shutdown: answered %d queued request%s 503", n, n > 1 ? "s" : "");
+}
+
 void http_server_shutdown(struct http_server *s, int grace_s)
 {
     if (!s || s->stopped)
@@ -1052,9 +1249,11 @@ void http_server_shutdown(struct http_server *s, int grace_s)
         while (atomic_load(&s->inflight) > 0 && http__now() < until)
             usleep(10000);
         if (atomic_load(&s->inflight) > 0)
-            logf_(s, "shutdown: %d requests still running after %d s", atomic_load(&s->inflight),
-                  grace_s);
-        /* suspended requests must come back before the daemon stops */
+            logf_(s, "shutdown: %d requests still running after %d s: closing them",
+                  atomic_load(&s->inflight), grace_s);
+        cancel_queued(s);
+        /* suspended requests must come back before the daemon stops: the
+         * ones a worker runs take one forward pass at most */
         for (;;) {
             pthread_mutex_lock(&s->qmu);
             int busy = s->qlen;
@@ -1066,6 +1265,7 @@ void http_server_shutdown(struct http_server *s, int grace_s)
         MHD_stop_daemon(s->d);
         s->d = NULL;
     }
+    http__guard_stop(s);
     pthread_mutex_lock(&s->qmu);
     s->qstop = 1;
     pthread_cond_broadcast(&s->qcv);
@@ -1083,7 +1283,9 @@ int http_server_free(struct http_server *s, struct err *err)
 {
     if (!s)
         return 0;
-    http_server_shutdown(s, 30);
+    http_server_shutdown(s, s->cfg.shutdown_grace_s > 0 ? s->cfg.shutdown_grace_s : 0);
+    http__guard_free(s);
+    http_ratelimit_free(s->rl);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     struct err local;
