@@ -32,7 +32,7 @@ CFLAGS ?=
 ALL_CFLAGS := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
 
 LIBS := -ldnnl -ljpeg -lpng -lwebp -lgif -ljansson -lutf8proc -lsqlite3 -lpq \
-        -lmicrohttpd -lcurl -lz -lm -lpthread
+        -lmicrohttpd -lcurl -lcrypto -lz -lm -lpthread
 
 SRCS := $(shell find src -name '*.c' | sort)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))

@@ -1,9 +1,8 @@
-/* test_http_batcher.c - the dynamic batcher and the start-up precompute of
- * the HTTP service, in-process with the tiny model: concurrent callers get
- * their own vectors back (same as one-at-a-time forwards) in fewer forward
- * passes; a request larger than a batch is split; the precompute scans a
- * catalog, embeds it, skips what is done on a restart, re-queues changed
- * files and wakes for new waiting items. */
+/* test_http_batcher.c - the dynamic batcher of the HTTP service,
+ * in-process with the tiny model: concurrent callers get their own vectors
+ * back (same as one-at-a-time forwards) in fewer forward passes; a request
+ * larger than a batch is split. (The start-up precompute has
+ * tests/test_precompute.c.) */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,7 +12,6 @@
 
 #include "test.h"
 #include "http/batcher.h"
-#include "http/precompute.h"
 #include "pipe/pipe.h"
 #include "store/store.h"
 #include "util/fsutil.h"
@@ -135,153 +133,6 @@ TEST(large_requests_are_split)
     http_batcher_free(NULL);
 }
 
-/* ---- precompute ---- */
-
-static char *copy_fixture(const char *dir, const char *rel_from, const char *to)
-{
-    char from[512], dst[512];
-    snprintf(from, sizeof from, "%s/%s", test_fixtures(), rel_from);
-    snprintf(dst, sizeof dst, "%s/%s", dir, to);
-    uint8_t *buf;
-    size_t n;
-    struct err e;
-    if (fs_read_file(from, 1u << 24, &buf, &n, &e))
-        return NULL;
-    int rc = fs_write_file(dst, buf, n, &e);
-    free(buf);
-    return rc ? NULL : strdup(dst);
-}
-
-static int wait_idle(struct http_precompute *pc, struct http_precompute_progress *p,
-                     int64_t min_embedded)
-{
-    for (int i = 0; i < 3000; i++) {
-        http_precompute_progress(pc, p);
-        if (p->state == HTTP_PC_FAILED)
-            return -1;
-        if (p->state == HTTP_PC_IDLE && p->embedded >= min_embedded)
-            return 0;
-        usleep(10000);
-    }
-    return -1;
-}
-
-static void log_quiet(void *ctx, const char *msg)
-{
-    (void)ctx;
-    (void)msg;
-}
-
-TEST(precompute_scans_resumes_and_wakes)
-{
-    REQUIRE(setup() == 0);
-    char tmp[] = "/tmp/imgsearch-pc-XXXXXX";
-    REQUIRE(mkdtemp(tmp));
-    char cat[600], sub[700], dbp[600];
-    snprintf(cat, sizeof cat, "%s/cat", tmp);
-    snprintf(sub, sizeof sub, "%s/sub", cat);
-    snprintf(dbp, sizeof dbp, "%s/s.db", tmp);
-    struct err e = {0};
-    REQUIRE(fs_mkdirs(sub, &e) == 0);
-    char *files[8] = {0};
-    files[0] = copy_fixture(cat, "tiny-clip/images/fruits.jpg", "fruits.jpg");
-    files[1] = copy_fixture(cat, "tiny-clip/images/chelsea.png", "chelsea.PNG");
-    files[2] = copy_fixture(cat, "tiny-clip/images/coffee.gif", "sub/coffee.gif");
-    files[3] = copy_fixture(cat, "bad/truncated.jpg", "broken.jpg");
-    files[4] = copy_fixture(cat, "bad/text.jpg", "notes.txt");          /* not an image name */
-    files[5] = copy_fixture(cat, "tiny-clip/images/left01.jpg", ".hidden.jpg"); /* hidden */
-    for (int i = 0; i < 6; i++)
-        REQUIRE(files[i]);
-    char link[700];
-    snprintf(link, sizeof link, "%s/link.jpg", cat);
-    REQUIRE(symlink(files[0], link) == 0); /* links are skipped */
-
-    struct store *st;
-    struct store_options so = {.model = "tiny", .dim = P->dim, .create = 1};
-    REQUIRE(store_open(&st, dbp, &so, &e) == 0);
-    struct http_batcher *b;
-    struct http_batcher_opts bo = {.max_batch = 2, .max_wait_us = 1000};
-    REQUIRE(http_batcher_new(&b, P, &bo, &e) == 0);
-    const char *roots[1] = {cat}, *prefixes[1] = {""};
-    struct http_precompute_opts po = {.roots = roots, .prefixes = prefixes, .nroots = 1,
-                                      .batch = 2, .log = log_quiet};
-    struct http_precompute *pc;
-    struct http_precompute_progress p;
-    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
-    REQUIRE(wait_idle(pc, &p, 3) == 0);
-    CHECK_INT_EQ(p.files, 4);
-    CHECK_INT_EQ(p.added, 4);
-    CHECK_INT_EQ(p.waiting_at_start, 4);
-    CHECK_INT_EQ(p.embedded, 3);
-    CHECK_INT_EQ(p.failed, 1);
-    CHECK_STR_CONTAINS(p.last_error, "broken.jpg");
-    int64_t n = 0, w = 0;
-    CHECK(store_count(st, &n, &e) == 0 && n == 4);
-    CHECK(store_count_waiting(st, &w, &e) == 0 && w == 1);
-    struct store_item it = {0};
-    REQUIRE(store_get(st, "sub/coffee.gif", &it, &e) == 0);
-    CHECK(it.has_embedding && it.embedding);
-    CHECK(test_cosine(it.embedding, REF + 2 * (size_t)P->dim, P->dim) >= 0.9999);
-    CHECK(it.source && !strcmp(it.source, files[2]));
-    store_item_clear(&it);
-    http_precompute_stop(pc);
-
-    /* a restart embeds nothing again; only the broken file is retried */
-    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
-    REQUIRE(wait_idle(pc, &p, 0) == 0);
-    CHECK_INT_EQ(p.files, 4);
-    CHECK_INT_EQ(p.added, 0);
-    CHECK_INT_EQ(p.unchanged, 4);
-    CHECK_INT_EQ(p.waiting_at_start, 1);
-    CHECK_INT_EQ(p.embedded, 0);
-    CHECK_INT_EQ(p.failed, 1);
-
-    /* an item put without an embedding is embedded after a wake */
-    char src[600];
-    snprintf(src, sizeof src, "%s/tiny-clip/images/left01.jpg", test_fixtures());
-    char *real = realpath(src, NULL);
-    REQUIRE(real);
-    struct store_item ni = {.id = "late", .source = real, .size = -1, .mtime = -1};
-    REQUIRE(store_put(st, &ni, NULL, &e) == 0);
-    REQUIRE(store_get(st, "late", &it, &e) == 0);
-    http_precompute_wake(pc, it.seq);
-    store_item_clear(&it);
-    REQUIRE(wait_idle(pc, &p, 1) == 0);
-    CHECK_INT_EQ(p.embedded, 1);
-    REQUIRE(store_get(st, "late", &it, &e) == 0);
-    CHECK(it.has_embedding && test_cosine(it.embedding, REF + 5 * (size_t)P->dim, P->dim) >= 0.9999);
-    store_item_clear(&it);
-    free(real);
-    http_precompute_stop(pc);
-
-    /* a changed file is re-queued and re-embedded; its id stays */
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000, 0}};
-    REQUIRE(utimensat(AT_FDCWD, files[0], ts, 0) == 0);
-    REQUIRE(http_precompute_start(&pc, st, P, b, &po, &e) == 0);
-    REQUIRE(wait_idle(pc, &p, 1) == 0);
-    CHECK_INT_EQ(p.changed, 1);
-    CHECK_INT_EQ(p.unchanged, 3);
-    CHECK_INT_EQ(p.embedded, 1);
-    REQUIRE(store_get(st, "fruits.jpg", &it, &e) == 0);
-    CHECK(it.has_embedding && it.mtime == 1000000);
-    store_item_clear(&it);
-    http_precompute_stop(pc);
-    http_precompute_stop(NULL);
-
-    http_batcher_free(b);
-    CHECK_INT_EQ(store_close(st, &e), 0);
-    CHECK(http_is_image_name("a.JPEG") && http_is_image_name("x.webp") &&
-          !http_is_image_name("jpg") && !http_is_image_name("a.txt"));
-    for (int i = 0; i < 6; i++) {
-        unlink(files[i]);
-        free(files[i]);
-    }
-    unlink(link);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    CHECK(system(cmd) == 0);
-}
-
 static void cleanup(void)
 {
     pipe_free(P);
@@ -295,5 +146,4 @@ TEST(zz_cleanup)
     cleanup();
 }
 
-TEST_MAIN(concurrent_callers_get_their_vectors, large_requests_are_split,
-          precompute_scans_resumes_and_wakes, zz_cleanup)
+TEST_MAIN(concurrent_callers_get_their_vectors, large_requests_are_split, zz_cleanup)

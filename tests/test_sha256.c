@@ -1,7 +1,8 @@
 /* test_sha256.c - SHA-256 against the NIST example vectors (FIPS 180-4
  * examples, "abc" and the two-block messages, one million 'a'), lengths
  * around the padding boundary (digests from coreutils sha256sum), a fixture
- * file, and incremental updates split at every offset. */
+ * file, incremental updates split at every offset, and libcrypto against
+ * the plain reference on many lengths. */
 #include "test.h"
 #include "util/sha256.h"
 
@@ -91,4 +92,48 @@ TEST(split_anywhere)
     }
 }
 
-TEST_MAIN(nist_vectors, million_a, padding_boundaries, fixture_file, split_anywhere)
+TEST(libcrypto_matches_reference)
+{
+    /* every length 0..300 and some large ones, in uneven updates */
+    size_t cap = 1 << 20;
+    uint8_t *msg = malloc(cap);
+    REQUIRE(msg);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < cap; i++) {
+        x = x * 1103515245u + 12345u;
+        msg[i] = (uint8_t)(x >> 16);
+    }
+    char want[SHA256_HEX_LEN + 1], got[SHA256_HEX_LEN + 1];
+    size_t lens[310];
+    size_t nl = 0;
+    for (size_t n = 0; n <= 300; n++)
+        lens[nl++] = n;
+    lens[nl++] = 4095;
+    lens[nl++] = 4096;
+    lens[nl++] = 65537;
+    lens[nl++] = cap - 1;
+    lens[nl++] = cap;
+    for (size_t i = 0; i < nl; i++) {
+        sha256_ref_hex(msg, lens[i], want);
+        sha256_hex(msg, lens[i], got);
+        CHECKF(strcmp(got, want) == 0, "one-shot, len %zu", lens[i]);
+        struct sha256 c;
+        sha256_init(&c);
+        for (size_t off = 0, step = 1; off < lens[i]; off += step, step = step * 3 + 1)
+            sha256_update(&c, msg + off, off + step > lens[i] ? lens[i] - off : step);
+        sha256_final_hex(&c, got);
+        CHECKF(strcmp(got, want) == 0, "pieces, len %zu", lens[i]);
+    }
+    free(msg);
+}
+
+TEST(reference_vectors)
+{
+    /* the reference itself, on NIST's "abc" */
+    char hex[SHA256_HEX_LEN + 1];
+    sha256_ref_hex("abc", 3, hex);
+    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+}
+
+TEST_MAIN(nist_vectors, million_a, padding_boundaries, fixture_file, split_anywhere,
+          libcrypto_matches_reference, reference_vectors)

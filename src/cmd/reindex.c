@@ -5,7 +5,7 @@
  *  1. When the store's model differs from the one given,
  *     store_reset_embeddings clears every embedding and records the new
  *     model; then every item waiting for an embedding is embedded by the
- *     indexing engine of index.c (decoder threads, batches, one transaction
+ *     ingest engine (src/ingest/: decoder threads, batches, one transaction
  *     per batch).
  *  2. Resumable: a second run with the same model finds the store already
  *     switched and embeds only the items still waiting, so an interrupted
@@ -45,61 +45,6 @@ static void usage(FILE *f)
             "  --decoders N         decoder threads (default: the CPUs, at most 8)\n"
             "  --precision P        auto (default), fp32 or bf16\n"
             "  --help               this text\n");
-}
-
-/* Every waiting item with a source becomes a job; the others fail. */
-static int collect(struct ix_ctx *c, struct ix_job **out, size_t *nout, struct err *err)
-{
-    struct ix_job *jobs = NULL;
-    size_t n = 0, cap = 0;
-    int64_t after = 0;
-    int rc = 0;
-    *out = NULL;
-    *nout = 0;
-    for (;;) {
-        struct store_item *items;
-        size_t k;
-        int64_t next;
-        if ((rc = store_waiting(c->st, after, 1000, &items, &k, &next, err)))
-            break;
-        for (size_t i = 0; i < k && !rc; i++) {
-            struct store_item *it = &items[i];
-            if (!it->source || !*it->source) {
-                char msg[STORE_ID_MAX + 64];
-                snprintf(msg, sizeof msg, "item '%s': no source to embed it from", it->id);
-                ix_fail(c, msg);
-                continue;
-            }
-            if (n == cap) {
-                cap = cap ? 2 * cap : 256;
-                struct ix_job *g = realloc(jobs, cap * sizeof *g);
-                if (!g) {
-                    rc = err_set(err, ERR_NOMEM, "no memory");
-                    break;
-                }
-                jobs = g;
-            }
-            jobs[n++] = (struct ix_job){
-                .path = it->source,
-                .id = it->id,
-                .metadata = it->metadata,
-                .kind = IX_WAITING,
-                .explicit_file = 1,
-            };
-            it->source = it->id = it->metadata = NULL;
-        }
-        store_items_free(items, k);
-        if (rc || !next)
-            break;
-        after = next;
-    }
-    if (rc) {
-        ix_jobs_free(jobs, n);
-        return rc;
-    }
-    *out = jobs;
-    *nout = n;
-    return 0;
 }
 
 static int run(int argc, char **argv)
@@ -144,14 +89,17 @@ static int run(int argc, char **argv)
     if (!(model = cmd_model_dir(model)))
         return cmd_usage_error("reindex", "--model DIR is required (or set IMGSEARCH_MODEL)");
 
-    struct ix_ctx ctx;
-    ix_ctx_init(&ctx, "reindex", "reindexed");
-    ctx.batch = (int)batch;
-    ctx.decoders = decoders ? (int)decoders : ix_default_decoders();
+    struct ix_ui ui;
+    struct ingest_hooks h;
+    struct ingest_counts n = {0};
+    struct ingest_run_opts ro = {
+        .batch = (int)batch,
+        .decoders = decoders ? (int)decoders : ingest_default_decoders(),
+    };
+    ix_ui_init(&ui, "reindex", "reindexed", &h);
     struct store *st = NULL;
     struct pipe *p = NULL;
-    struct ix_job *jobs = NULL;
-    size_t njobs = 0;
+    struct ingest_jobs jobs = {0};
     int rc, reset = 0;
     /* The store first: a missing store should not cost a model load. Any
      * model is accepted here; it is compared below. */
@@ -164,8 +112,6 @@ static int run(int argc, char **argv)
         rc = cmd_fail("reindex", &err);
         goto out;
     }
-    ctx.st = st;
-    ctx.p = p;
     const char *mid = clip_model_id(p->model);
     if (strcmp(store_model(st), mid) || store_dim(st) != p->dim) {
         if ((rc = store_reset_embeddings(st, mid, p->dim, &err))) {
@@ -174,12 +120,15 @@ static int run(int argc, char **argv)
         }
         reset = 1;
     }
-    ix_signals_install();
-    if (!(rc = collect(&ctx, &jobs, &njobs, &err)))
-        rc = ix_run(&ctx, jobs, njobs, &err);
+    ix_ui_catch_signals();
+    int64_t last;
+    if (!(rc = ingest_waiting(st, 0, 0, &h, &n, &jobs, &last, &err))) {
+        rc = ingest_run(st, p, &jobs, &ro, &h, &n, &err);
+        ix_ui_end(&ui);
+    }
     if (!rc)
         rc = store_index_sync(st, &err);
-    ix_print_failures(&ctx);
+    ix_ui_print_failures(&ui, n.failed);
     if (rc && rc != -ERR_INTERRUPTED) {
         rc = cmd_fail("reindex", &err);
         goto out;
@@ -187,11 +136,11 @@ static int run(int argc, char **argv)
     int64_t waiting = -1;
     struct err we;
     store_count_waiting(st, &waiting, &we);
-    double secs = ix_now() - ctx.t0;
+    double secs = ix_now() - ui.t0;
     printf("{\"reset\": %s, \"updated\": %ld, \"failed\": %ld, \"waiting\": %lld, "
            "\"seconds\": %.3f, \"images_per_s\": %.2f%s}\n",
-           reset ? "true" : "false", ctx.n.updated, ctx.n.failed, (long long)waiting, secs,
-           secs > 0 ? (double)ctx.n.embedded / secs : 0.0,
+           reset ? "true" : "false", n.updated, n.failed, (long long)waiting, secs,
+           secs > 0 ? (double)n.embedded / secs : 0.0,
            rc == -ERR_INTERRUPTED ? ", \"interrupted\": true" : "");
     fflush(stdout);
     if (rc == -ERR_INTERRUPTED) {
@@ -199,7 +148,7 @@ static int run(int argc, char **argv)
                         "resume\n");
         rc = err_exit_code(ERR_INTERRUPTED);
     } else
-        rc = ctx.n.failed ? 2 : 0;
+        rc = n.failed ? 2 : 0;
 out:
     if (st) {
         struct err ce;
@@ -207,8 +156,8 @@ out:
             rc = cmd_fail("reindex", &ce);
     }
     pipe_free(p);
-    ix_jobs_free(jobs, njobs);
-    ix_ctx_free(&ctx);
+    ingest_jobs_free(&jobs);
+    ix_ui_free(&ui);
     return rc;
 }
 

@@ -1,19 +1,26 @@
-/* precompute.c - background catalog scan and embedding (see precompute.h).
+/* precompute.c - background catalog scan and embedding (see precompute.h),
+ * on the ingest library: the same walk, plan and engine as `imgsearch
+ * index`, so a folder indexed by one is unchanged for the other.
  *
- * 1. The scan walks folders with lstat: symbolic links are skipped, so
- *    every source stays inside its catalog root (the image route serves
- *    only from there) and a link loop cannot trap the walk.
- * 2. Scan writes go in store batches of SCAN_TX puts; embeddings are
- *    written one per item (each its own commit) the moment they exist.
+ * 1. The scan is ingest_walk + ingest_plan (rules in ingest.h: images by
+ *    their bytes, links followed only inside the catalog roots, names
+ *    escaped into UTF-8 ids). New files are sniffed and registered as
+ *    waiting items at once (SCAN_TX puts per transaction), so they are
+ *    listed while they wait and a restart finds them; changed files go
+ *    through the engine right after the scan, where their SHA-256 decides
+ *    whether they are embedded again (index's rule).
+ * 2. Waiting items are embedded in rounds of up to ROUND_BATCHES batches by
+ *    ingest_run, whose inference goes through the batcher at low priority;
+ *    each batch is one transaction. The engine reads each item again before
+ *    writing: if its source or digest changed meanwhile (a PUT replaced
+ *    it), the vector is dropped.
  * 3. The round cursor is an item seq: failed items are passed over until
  *    the next restart instead of being retried forever; a wake with a
  *    lower seq (a replaced item keeps its seq) moves the cursor back.
- * 4. Before writing an embedding the item is read again: if its source or
- *    digest changed meanwhile (a PUT replaced it), the vector is dropped.
+ * 4. --precompute-pause-ms sleeps after each batch's forward pass.
  */
 #include "http/precompute.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -21,12 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 
-#define SCAN_TX 256
-#define MAX_DEPTH 64
+#include "ingest/ingest.h"
+
+#define SCAN_TX 256        /* registrations per transaction */
+#define ROUND_BATCHES 32   /* batches of waiting items per engine run */
 
 struct http_precompute {
     struct store *st;
@@ -39,8 +46,8 @@ struct http_precompute {
     int stop;
     int64_t wake_seq;     /* lowest seq woken for, INT64_MAX: none */
     struct http_precompute_progress pr;
-    int scan_puts;        /* puts in the open scan batch */
-    int in_batch;         /* a store batch is open */
+    struct ingest_counts n; /* the engine's counts (worker thread only) */
+    struct ingest_hooks h;  /* the worker's hooks into the engine */
 };
 
 const char *http_precompute_state_name(enum http_precompute_state s)
@@ -51,18 +58,6 @@ const char *http_precompute_state_name(enum http_precompute_state s)
     case HTTP_PC_IDLE: return "idle";
     default: return "failed";
     }
-}
-
-int http_is_image_name(const char *name)
-{
-    static const char *const ext[] = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
-        size_t e = strlen(ext[i]);
-        if (n > e && !strcasecmp(name + n - e, ext[i]))
-            return 1;
-    }
-    return 0;
 }
 
 static void logf_(struct http_precompute *pc, const char *fmt, ...)
@@ -79,162 +74,41 @@ static void logf_(struct http_precompute *pc, const char *fmt, ...)
     pc->o.log(pc->o.log_ctx, msg);
 }
 
-static void note_failure(struct http_precompute *pc, const char *id, const struct err *e)
+static void count(struct http_precompute *pc, int64_t *field, int64_t by)
 {
     pthread_mutex_lock(&pc->mu);
-    pc->pr.failed++;
-    snprintf(pc->pr.last_error, sizeof pc->pr.last_error, "%.100s: %.380s", id, e->msg);
+    *field += by;
     pthread_mutex_unlock(&pc->mu);
-    logf_(pc, "precompute: %s: %s", id, e->msg);
 }
 
-static int stopping(struct http_precompute *pc)
+/* ---- hooks into the ingest library --------------------------------------- */
+
+static void on_fail(void *ctx, const char *msg)
 {
+    struct http_precompute *pc = ctx;
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.failed++;
+    snprintf(pc->pr.last_error, sizeof pc->pr.last_error, "%.500s", msg);
+    pthread_mutex_unlock(&pc->mu);
+    logf_(pc, "precompute: %s", msg);
+}
+
+static void on_progress(void *ctx, const struct ingest_progress *p)
+{
+    struct http_precompute *pc = ctx;
+    (void)p;
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.embedded = pc->n.embedded;
+    pthread_mutex_unlock(&pc->mu);
+}
+
+static int on_stop(void *ctx)
+{
+    struct http_precompute *pc = ctx;
     pthread_mutex_lock(&pc->mu);
     int s = pc->stop;
     pthread_mutex_unlock(&pc->mu);
     return s;
-}
-
-static void count(struct http_precompute *pc, int64_t *field)
-{
-    pthread_mutex_lock(&pc->mu);
-    (*field)++;
-    pthread_mutex_unlock(&pc->mu);
-}
-
-static int scan_commit(struct http_precompute *pc, struct err *err)
-{
-    if (!pc->in_batch)
-        return 0;
-    pc->in_batch = 0;
-    pc->scan_puts = 0;
-    return store_commit(pc->st, err);
-}
-
-/* One file of the catalog: add it, re-queue it, or leave it. */
-static int scan_file(struct http_precompute *pc, const char *path, const char *id,
-                     const struct stat *sb, struct err *err)
-{
-    struct store_item old = {0};
-    struct err fe;
-    int rc = store_find_source(pc->st, path, &old, &fe);
-    if (rc && rc != -ERR_NOT_FOUND) {
-        *err = fe;
-        return rc;
-    }
-    const int found = rc == 0;
-    count(pc, &pc->pr.files);
-    if (found && old.size == (int64_t)sb->st_size && old.mtime == (int64_t)sb->st_mtime) {
-        store_item_clear(&old);
-        count(pc, &pc->pr.unchanged);
-        return 0;
-    }
-    if (!pc->in_batch) {
-        if ((rc = store_begin(pc->st, err)))
-            return rc;
-        pc->in_batch = 1;
-    }
-    struct store_item it = {
-        .id = found ? old.id : (char *)id,
-        .source = (char *)path,
-        .size = (int64_t)sb->st_size,
-        .mtime = (int64_t)sb->st_mtime,
-        .metadata = found ? old.metadata : NULL,
-    };
-    rc = store_put(pc->st, &it, NULL, err);
-    store_item_clear(&old);
-    if (rc)
-        return rc;
-    count(pc, found ? &pc->pr.changed : &pc->pr.added);
-    if (++pc->scan_puts >= SCAN_TX)
-        return scan_commit(pc, err);
-    return 0;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Walks dir (path) whose ids start with idpfx. */
-static int scan_dir(struct http_precompute *pc, const char *path, const char *idpfx, int depth,
-                    struct err *err)
-{
-    if (depth > MAX_DEPTH)
-        return 0;
-    DIR *d = opendir(path);
-    if (!d) {
-        struct err e;
-        err_set(&e, ERR_IO, "cannot read the folder: %s", strerror(errno));
-        note_failure(pc, path, &e);
-        return 0;
-    }
-    /* sorted, so items are added (and progress reported) in a stable order */
-    char **list = NULL;
-    int n = 0, cap = 0, rc = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        if (de->d_name[0] == '.')
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char **nl = realloc(list, sizeof *nl * (size_t)cap);
-            if (!nl) {
-                rc = err_set(err, ERR_NOMEM, "out of memory");
-                break;
-            }
-            list = nl;
-        }
-        if (!(list[n] = strdup(de->d_name))) {
-            rc = err_set(err, ERR_NOMEM, "out of memory");
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (n)
-        qsort(list, (size_t)n, sizeof *list, by_name);
-    for (int i = 0; i < n && !rc && !stopping(pc); i++) {
-        const char *name = list[i];
-        size_t pl = strlen(path) + strlen(name) + 2, il = strlen(idpfx) + strlen(name) + 2;
-        char *child = malloc(pl), *cid = malloc(il);
-        if (!child || !cid) {
-            free(child);
-            free(cid);
-            rc = err_set(err, ERR_NOMEM, "out of memory");
-            break;
-        }
-        snprintf(child, pl, "%s/%s", path, name);
-        snprintf(cid, il, "%s%s", idpfx, name);
-        struct stat sb;
-        if (lstat(child, &sb) == 0) {
-            if (S_ISDIR(sb.st_mode)) {
-                snprintf(cid, il, "%s%s/", idpfx, name);
-                rc = scan_dir(pc, child, cid, depth + 1, err);
-            } else if (S_ISREG(sb.st_mode) && http_is_image_name(name)) {
-                if (strlen(cid) > STORE_ID_MAX || strlen(child) > STORE_SOURCE_MAX) {
-                    struct err e;
-                    err_set(&e, ERR_INVALID_ARGUMENT, "path too long for an item id");
-                    note_failure(pc, child, &e);
-                } else {
-                    rc = scan_file(pc, child, cid, &sb, err);
-                }
-            }
-        }
-        free(child);
-        free(cid);
-    }
-    for (int i = 0; i < n; i++)
-        free(list[i]);
-    free(list);
-    return rc;
-}
-
-static void set_state(struct http_precompute *pc, enum http_precompute_state s)
-{
-    pthread_mutex_lock(&pc->mu);
-    pc->pr.state = s;
-    pthread_mutex_unlock(&pc->mu);
 }
 
 /* Sleeps ms or until stopped/woken; returns 1 when stopping. */
@@ -259,123 +133,180 @@ static int nap(struct http_precompute *pc, int ms, int until_woken)
     return s;
 }
 
-/* 1 when the item still is what was embedded (same source and digest, no
- * embedding yet). */
-static int still_waiting(struct http_precompute *pc, const struct store_item *was)
+/* Inference through the batcher, behind the HTTP requests. */
+static int on_embed(void *ctx, const float *px, int n, float *out, struct err *err)
 {
-    struct store_item now = {0};
-    struct err e;
-    if (store_get(pc->st, was->id, &now, &e))
-        return 0;
-    int same = !now.has_embedding && now.seq == was->seq &&
-               !!now.source == !!was->source && (!now.source || !strcmp(now.source, was->source)) &&
-               !!now.sha256 == !!was->sha256 && (!now.sha256 || !strcmp(now.sha256, was->sha256));
-    store_item_clear(&now);
-    return same;
+    struct http_precompute *pc = ctx;
+    int rc = http_batcher_embed(pc->b, px, n, out, 0, 1, err);
+    if (pc->o.pause_ms)
+        nap(pc, pc->o.pause_ms, 0);
+    return rc;
 }
 
-/* One round: embeds up to batch waiting items after *cursor. Returns the
- * number of items looked at (0: none left), or a negative store error. */
-static int round_(struct http_precompute *pc, int64_t *cursor, float *px, float *vecs,
-                  int *slot, struct err *err)
+static void set_state(struct http_precompute *pc, enum http_precompute_state s)
 {
-    struct store_item *items = NULL;
-    size_t n = 0;
-    int64_t next = 0;
-    int rc = store_waiting(pc->st, *cursor, pc->o.batch, &items, &n, &next, err);
-    if (rc)
-        return rc;
-    if (n == 0) {
-        store_items_free(items, n);
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.state = s;
+    pthread_mutex_unlock(&pc->mu);
+}
+
+static struct ingest_run_opts run_opts(const struct http_precompute *pc)
+{
+    int d = pc->o.decoders ? pc->o.decoders : (ingest_default_decoders() + 1) / 2;
+    return (struct ingest_run_opts){.batch = pc->o.batch, .decoders = d};
+}
+
+/* ---- the scan ------------------------------------------------------------ */
+
+/* Registers a file of the plan that needs no hashing as a waiting item
+ * (new files only if their bytes are an image's). Returns 1 registered, 0
+ * not, or a store error. */
+static int register_file(struct http_precompute *pc, const struct ingest_job *j, struct err *err)
+{
+    struct err se;
+    int img = ingest_sniff_file(j->path, &se);
+    if (img < 0) {
+        on_fail(pc, se.msg);
         return 0;
     }
-    const size_t pxn = 3 * (size_t)pc->p->size * (size_t)pc->p->size;
-    int nok = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct err e = {0};
-        if (!items[i].source) {
-            err_set(&e, ERR_NOT_FOUND, "the item has no source file to embed");
-            note_failure(pc, items[i].id, &e);
+    if (!img)
+        return 0;
+    struct store_item it = {
+        .id = j->id,
+        .source = j->path,
+        .size = j->size,
+        .mtime = j->mtime,
+        .metadata = j->metadata,
+    };
+    struct err pe;
+    int rc = store_put(pc->st, &it, NULL, &pe);
+    if (rc == -ERR_INVALID_ARGUMENT || rc == -ERR_INVALID_UTF8) {
+        char msg[ERR_MSG_MAX + 64];
+        snprintf(msg, sizeof msg, "%s: %s", j->path, pe.msg);
+        on_fail(pc, msg);
+        return 0;
+    }
+    if (rc)
+        *err = pe;
+    return rc ? rc : 1;
+}
+
+/* One job of the plan that needs no hashing: new files are registered,
+ * waiting items with new size or mtime get them. */
+static int register_one(struct http_precompute *pc, const struct ingest_job *j, int *in_tx,
+                        int *puts, struct err *err)
+{
+    if (j->kind == INGEST_WAITING && j->same_stat) {
+        count(pc, &pc->pr.unchanged, 1); /* waits already */
+        return 0;
+    }
+    int rc = 0;
+    if (!*in_tx && !(rc = store_begin(pc->st, err)))
+        *in_tx = 1;
+    if (rc)
+        return rc;
+    int r = register_file(pc, j, err);
+    if (r < 0)
+        return r;
+    if (r)
+        count(pc, j->kind == INGEST_NEW ? &pc->pr.added : &pc->pr.changed, 1);
+    if (++*puts >= SCAN_TX) {
+        *in_tx = *puts = 0;
+        return store_commit(pc->st, err);
+    }
+    return 0;
+}
+
+/* Acts on the plan: registers new files; keeps in js only the jobs that
+ * need hashing (changed or moved files with an embedding), for the engine. */
+static int register_all(struct http_precompute *pc, struct ingest_jobs *js, struct err *err)
+{
+    int rc = 0, in_tx = 0, puts = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < js->n; i++) {
+        struct ingest_job *j = &js->v[i];
+        if (!rc && j->old_sha) {
+            count(pc, &pc->pr.changed, 1);
+            js->v[keep++] = *j;
             continue;
         }
-        if (pipe_prepare_file(pc->p, items[i].source, px + (size_t)nok * pxn, &e)) {
-            note_failure(pc, items[i].id, &e);
-            continue;
-        }
-        slot[nok++] = (int)i;
+        if (!rc && !on_stop(pc))
+            rc = register_one(pc, j, &in_tx, &puts, err);
+        ingest_job_clear(j);
     }
-    struct err be = {0};
-    if (nok && http_batcher_embed(pc->b, px, nok, vecs, 0, 1, &be)) {
-        for (int k = 0; k < nok; k++)
-            note_failure(pc, items[slot[k]].id, &be);
-        nok = 0;
+    js->n = keep;
+    if (in_tx) {
+        struct err ce;
+        if (rc)
+            store_rollback(pc->st, &ce);
+        else
+            rc = store_commit(pc->st, err);
     }
-    for (int k = 0; k < nok && !rc; k++) {
-        struct store_item *it = &items[slot[k]];
-        if (!still_waiting(pc, it))
-            continue;
-        struct err pe;
-        int r = store_put_embedding(pc->st, it->id, vecs + (size_t)k * pc->p->dim, &pe);
-        if (r == 0)
-            count(pc, &pc->pr.embedded);
-        else if (r == -ERR_NOT_FOUND)
-            continue; /* deleted meanwhile */
-        else {
-            *err = pe;
-            rc = r;
-        }
-    }
-    *cursor = items[n - 1].seq;
-    int looked = (int)n;
-    store_items_free(items, n);
+    return rc;
+}
+
+/* Walk, plan, register, then hash (and maybe embed) the changed files. */
+static int scan(struct http_precompute *pc, struct err *err)
+{
+    struct ingest_walk w;
+    struct ingest_jobs js = {0};
+    /* the catalog owns its ids: an item of the same id from elsewhere (a
+     * folder no longer served, an upload) is taken over, as a move */
+    struct ingest_plan_opts po = {.id_from = INGEST_ID_RELPATH, .prefixes = pc->o.prefixes,
+                                  .own_ids = 1};
+    struct ingest_counts pn = {0};
+    struct ingest_run_opts ro = run_opts(pc);
+    int rc = ingest_walk(&w, pc->o.roots, pc->o.nroots, &pc->h, &pn, err);
+    if (!rc)
+        rc = ingest_plan(pc->st, &w, &po, &pc->h, &pn, &js, err);
+    count(pc, &pc->pr.unchanged, pn.unchanged);
+    if (!rc)
+        rc = register_all(pc, &js, err);
+    if (!rc)
+        rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    ingest_jobs_free(&js);
+    ingest_walk_free(&w);
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.files = pc->pr.added + pc->pr.changed + pc->pr.unchanged;
+    pthread_mutex_unlock(&pc->mu);
+    return rc;
+}
+
+/* ---- embedding --------------------------------------------------------------- */
+
+/* One round: embeds up to ROUND_BATCHES batches of waiting items after
+ * *cursor. Returns the number of items looked at (0: none left), or a
+ * negative store error (-ERR_INTERRUPTED when stopping). */
+static int round_(struct http_precompute *pc, int64_t *cursor, struct err *err)
+{
+    struct ingest_jobs js = {0};
+    struct ingest_run_opts ro = run_opts(pc);
+    int64_t last = *cursor;
+    long failed0 = pc->n.failed;
+    size_t limit = (size_t)pc->o.batch * ROUND_BATCHES;
+    int rc = ingest_waiting(pc->st, *cursor, limit, &pc->h, &pc->n, &js, &last, err);
+    int looked = (int)js.n + (int)(pc->n.failed - failed0);
+    if (!rc)
+        rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    on_progress(pc, NULL);
+    ingest_jobs_free(&js);
+    *cursor = last;
     return rc ? rc : looked;
 }
 
-static void *run(void *arg)
+static void report_scan(struct http_precompute *pc, double secs)
 {
-    struct http_precompute *pc = arg;
-    struct err err = {0};
-    int rc = 0;
-    const size_t pxn = 3 * (size_t)pc->p->size * (size_t)pc->p->size;
-    float *px = malloc(sizeof(float) * pxn * (size_t)pc->o.batch);
-    float *vecs = malloc(sizeof(float) * (size_t)pc->p->dim * (size_t)pc->o.batch);
-    int *slot = malloc(sizeof(int) * (size_t)pc->o.batch);
-    if (!px || !vecs || !slot) {
-        rc = err_set(&err, ERR_NOMEM, "out of memory for a batch of %d images", pc->o.batch);
-        goto out;
-    }
-    if (pc->o.nroots) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (int i = 0; i < pc->o.nroots && !rc && !stopping(pc); i++)
-            rc = scan_dir(pc, pc->o.roots[i], pc->o.prefixes[i], 0, &err);
-        if (rc) {
-            struct err re;
-            if (pc->in_batch)
-                store_rollback(pc->st, &re);
-            pc->in_batch = 0;
-            goto out;
-        }
-        if ((rc = scan_commit(pc, &err)))
-            goto out;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        struct http_precompute_progress p;
-        http_precompute_progress(pc, &p);
-        logf_(pc, "precompute: scanned %lld image files in %.2f s: %lld new, %lld changed, "
-                  "%lld unchanged",
-              (long long)p.files,
-              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-              (long long)p.added, (long long)p.changed, (long long)p.unchanged);
-    }
-    int64_t waiting = 0;
-    if ((rc = store_count_waiting(pc->st, &waiting, &err)))
-        goto out;
-    pthread_mutex_lock(&pc->mu);
-    pc->pr.waiting_at_start = waiting;
-    pc->pr.state = HTTP_PC_EMBEDDING;
-    pthread_mutex_unlock(&pc->mu);
-    if (waiting)
-        logf_(pc, "precompute: %lld items wait for embeddings", (long long)waiting);
+    struct http_precompute_progress p;
+    http_precompute_progress(pc, &p);
+    logf_(pc, "precompute: scanned %lld image files in %.2f s: %lld new, %lld changed, "
+              "%lld unchanged",
+          (long long)p.files, secs, (long long)p.added, (long long)p.changed,
+          (long long)p.unchanged);
+}
+
+/* Embeds waiting items until stopped, sleeping when none are left. */
+static int embed_loop(struct http_precompute *pc, struct err *err)
+{
     int64_t cursor = 0;
     int reported = 0;
     for (;;) {
@@ -388,17 +319,15 @@ static void *run(void *arg)
         int stop = pc->stop;
         pthread_mutex_unlock(&pc->mu);
         if (stop)
-            break;
-        int r = round_(pc, &cursor, px, vecs, slot, &err);
-        if (r < 0) {
-            rc = r;
-            goto out;
-        }
+            return 0;
+        int r = round_(pc, &cursor, err);
+        if (r == -ERR_INTERRUPTED)
+            return 0;
+        if (r < 0)
+            return r;
         if (r > 0) {
             set_state(pc, HTTP_PC_EMBEDDING);
             reported = 0;
-            if (pc->o.pause_ms && nap(pc, pc->o.pause_ms, 0))
-                break;
             continue;
         }
         if (!reported) {
@@ -411,8 +340,36 @@ static void *run(void *arg)
         }
         set_state(pc, HTTP_PC_IDLE);
         if (nap(pc, 0, 1))
-            break;
+            return 0;
     }
+}
+
+static void *run(void *arg)
+{
+    struct http_precompute *pc = arg;
+    struct err err = {0};
+    int rc = 0;
+    if (pc->o.nroots) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = scan(pc, &err);
+        if (rc == -ERR_INTERRUPTED)
+            return NULL;
+        if (rc)
+            goto out;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        report_scan(pc, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    int64_t waiting = 0;
+    if ((rc = store_count_waiting(pc->st, &waiting, &err)))
+        goto out;
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.waiting_at_start = waiting + pc->n.embedded;
+    pc->pr.state = HTTP_PC_EMBEDDING;
+    pthread_mutex_unlock(&pc->mu);
+    if (waiting)
+        logf_(pc, "precompute: %lld items wait for embeddings", (long long)waiting);
+    rc = embed_loop(pc, &err);
 out:
     if (rc) {
         pthread_mutex_lock(&pc->mu);
@@ -421,9 +378,6 @@ out:
         pthread_mutex_unlock(&pc->mu);
         logf_(pc, "precompute: stopped: %s", err.msg);
     }
-    free(px);
-    free(vecs);
-    free(slot);
     return NULL;
 }
 
@@ -434,6 +388,8 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
     *out = NULL;
     if (o->batch < 1 || o->batch > 256)
         return err_set(err, ERR_INVALID_ARGUMENT, "precompute batch %d (1..256)", o->batch);
+    if (o->decoders < 0 || o->decoders > 64)
+        return err_set(err, ERR_INVALID_ARGUMENT, "precompute decoders %d (0..64)", o->decoders);
     struct http_precompute *pc = calloc(1, sizeof *pc);
     if (!pc)
         return err_set(err, ERR_NOMEM, "out of memory");
@@ -443,6 +399,8 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
     pc->o = *o;
     pc->wake_seq = INT64_MAX;
     pc->pr.state = o->nroots ? HTTP_PC_SCANNING : HTTP_PC_EMBEDDING;
+    pc->h = (struct ingest_hooks){.fail = on_fail, .progress = on_progress, .stop = on_stop,
+                                  .embed = on_embed, .ctx = pc};
     pthread_mutex_init(&pc->mu, NULL);
     pthread_cond_init(&pc->cv, NULL);
     if (pthread_create(&pc->th, NULL, run, pc) != 0) {

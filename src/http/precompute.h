@@ -3,12 +3,18 @@
  * background, through the batcher at low priority, while the server
  * already answers.
  *
- * Items are found by source path: an unchanged file (same size and mtime)
- * keeps its item and its embedding, a changed one is re-queued, a new one
- * is added as waiting. Embeddings are written one by one as soon as their
- * batch is done, so a restart (even after SIGKILL) resumes from the
- * store's waiting items and never embeds a finished item again. The worker
- * then sleeps until http_precompute_wake (an asynchronous PUT).
+ * It runs on the ingest library (src/ingest/ingest.h), with the rules of
+ * `imgsearch index`: images are told by their bytes, symbolic links are
+ * followed only inside the catalog roots, file names become UTF-8 ids
+ * (non-UTF-8 bytes and '%' written %XX), and items are found by source
+ * path: an unchanged file (same size and mtime) keeps its item and its
+ * embedding; a changed one is hashed, and embedded again only if its
+ * bytes changed; a new one is added as waiting. A folder indexed with
+ * `imgsearch index` (ids relative to the folder) is unchanged here, and
+ * the reverse. Every batch of embeddings is one transaction, so a restart
+ * (even after SIGKILL) resumes from the store's waiting items and never
+ * embeds a finished item again. The worker then sleeps until
+ * http_precompute_wake (an asynchronous PUT).
  */
 #ifndef IMGSEARCH_HTTP_PRECOMPUTE_H
 #define IMGSEARCH_HTTP_PRECOMPUTE_H
@@ -27,7 +33,8 @@ struct http_precompute_opts {
     const char *const *prefixes; /* id prefix per root ("" or "name/") */
     int nroots;
     int batch;                   /* images per round (1..256) */
-    int pause_ms;                /* sleep between rounds (0: none) */
+    int pause_ms;                /* sleep after each batch (0: none) */
+    int decoders;                /* decoder threads (0: half the CPUs) */
     void (*log)(void *ctx, const char *msg); /* progress and failures; may be NULL */
     void *log_ctx;
 };
@@ -41,11 +48,14 @@ enum http_precompute_state {
 
 struct http_precompute_progress {
     enum http_precompute_state state;
-    int64_t files;            /* image files seen by the scan */
-    int64_t added;            /* new items */
-    int64_t changed;          /* items whose file changed (re-queued) */
+    int64_t files;            /* image files seen by the scan (new, changed,
+                                 unchanged; a file already in the store is
+                                 not opened to tell) */
+    int64_t added;            /* new items (registered as waiting) */
+    int64_t changed;          /* items whose file's size or mtime changed */
     int64_t unchanged;        /* items left as they were */
-    int64_t waiting_at_start; /* items waiting when embedding began */
+    int64_t waiting_at_start; /* items waiting when embedding began, plus the
+                                 changed files the scan embedded again */
     int64_t embedded;         /* embeddings written by this run */
     int64_t failed;           /* items that could not be embedded */
     char last_error[ERR_MSG_MAX]; /* the latest failure, "" if none */
@@ -65,8 +75,5 @@ void http_precompute_progress(struct http_precompute *pc, struct http_precompute
 
 /* Finishes the round in progress, stops the thread and frees pc (NULL: no-op). */
 void http_precompute_stop(struct http_precompute *pc);
-
-/* 1 when name ends in an image extension we index (jpg, jpeg, png, webp, gif). */
-int http_is_image_name(const char *name);
 
 #endif
