@@ -206,8 +206,10 @@ static void bf16_refused(void)
     struct clip_model_opts o = {.prec = CLIP_BF16};
     struct clip_model *m = (struct clip_model *)&o; /* must be reset to NULL */
     struct err e = {0};
-    CHECK_INT_EQ(clip_model_load(&m, dir, &o, &e), -ERR_INVALID_ARGUMENT);
+    int rc = clip_model_load(&m, dir, &o, &e); /* CHECK_INT_EQ evaluates twice */
+    CHECK_INT_EQ(rc, -ERR_INVALID_ARGUMENT);
     CHECK(m == NULL);
+    clip_model_free(m == (struct clip_model *)&o ? NULL : m);
     CHECK_STR_CONTAINS(e.msg, "bf16 needs a CPU with AVX512-BF16 or AMX; this CPU has neither");
     free(dir);
 }

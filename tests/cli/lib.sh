@@ -15,7 +15,14 @@ OUT=$T_TMP/out
 ERR=$T_TMP/err
 
 ok() { T_PASS=$((T_PASS + 1)); }
-bad() { T_FAIL=$((T_FAIL + 1)); echo "FAIL ${BASH_SOURCE[2]}:${BASH_LINENO[1]}: $*"; }
+# bad MESSAGE: one failed case, reported at the caller's caller (the line of
+# the t_* call), or at the caller when called from a script's top level
+bad() {
+  T_FAIL=$((T_FAIL + 1))
+  local src=${BASH_SOURCE[2]:-} line=${BASH_LINENO[1]:-0}
+  if [ -z "$src" ] || [ "$line" = 0 ]; then src=${BASH_SOURCE[1]}; line=${BASH_LINENO[0]}; fi
+  echo "FAIL $src:$line: $*"
+}
 
 # t_run WANT_RC CMD...: runs CMD (stdout -> $OUT, stderr -> $ERR), checks rc
 t_run() {
