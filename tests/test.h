@@ -2,8 +2,10 @@
  *
  * Each tests/test_*.c lists its cases with TEST(name) and ends with
  * TEST_MAIN(case, case, ...). CHECK records a failure with file:line and
- * goes on; REQUIRE stops the current case. Each binary prints
- * "N passed, N failed"; tests/run sums the binaries into one final line.
+ * goes on; REQUIRE stops the current case; SKIP ends it as skipped (never
+ * as passed) and says what the machine lacks. Each binary prints
+ * "N passed, N failed, N skipped"; tests/run sums the binaries into one
+ * final line and decides whether each skip is expected on this machine.
  * Tests find fixtures through FIXTURES (tests/fixtures unless the
  * environment variable IMGSEARCH_FIXTURES says otherwise).
  */
@@ -17,6 +19,21 @@
 
 extern int test_failed_checks_;
 extern const char *test_current_;
+extern int test_skipped_;
+
+void test_skip_(const char *file, const char *tag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* SKIP(TAG, why...): ends the current case as skipped. TAG names what this
+ * machine lacks, in the form tests/run checks: "cpu:FLAG" or
+ * "cpu:FLAG|FLAG" with /proc/cpuinfo flag names (the skip is expected only
+ * where the CPU has none of them). Prints
+ * "SKIP file: case: why [needs TAG]". */
+#define SKIP(tag, ...)                                                         \
+    do {                                                                       \
+        test_skip_(__FILE__, (tag), __VA_ARGS__);                              \
+        return;                                                                \
+    } while (0)
 
 #define CHECK(cond)                                                            \
     do {                                                                       \

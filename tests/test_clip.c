@@ -75,7 +75,15 @@ static void images_from_tensors(const char *weights, enum clip_precision prec, d
         double cs = test_cosine(out + i * 64, want, 64);
         CHECKF(cs >= min_cos, "%s: cosine %.7f", json_string_value(json_object_get(it, "file")), cs);
         CHECK(clip_embed_images(m, px + i * 3 * 224 * 224, 1, one, &e) == 0);
-        CHECKF(test_cosine(one, out + i * 64, 64) > 0.999999, "batch of 1 differs for %zu", i);
+        /* fp32: batch and single agree to summation order (1.0000000).
+         * bf16: oneDNN picks its kernel by M (588/600 rows against 49/50,
+         * AMX or AVX512-BF16 micro-kernels), so fp32 sums differ in the
+         * last bit, and every layer re-rounds its input to 8 bits: a 1-ulp
+         * difference can become a 2^-9 one, layer after layer. The bound
+         * is still 6x tighter than bf16's own error (0.99994). */
+        double bmin = prec == CLIP_BF16 ? 0.99999 : 0.9999995;
+        double bc = test_cosine(one, out + i * 64, 64);
+        CHECKF(bc >= bmin, "batch of 1 differs for %zu: cosine %.9f", i, bc);
     }
     printf("  %s %s: %zu images, worst cosine ", weights ? weights : "hf",
            prec == CLIP_BF16 ? "bf16" : "fp32", n);
@@ -86,19 +94,33 @@ static void images_from_tensors(const char *weights, enum clip_precision prec, d
         double cs = test_cosine(out + i * 64, want, 64);
         worst = cs < worst ? cs : worst;
     }
-    printf("%.7f\n", worst);
+    printf("%.9f\n", worst);
     free(px);
     free(out);
     clip_model_free(m);
     json_decref(ex);
 }
 
-TEST(image_tower_hf_names) { images_from_tensors(NULL, CLIP_FP32, 0.99999); }
+/* Margins (worst cosine printed by each run): fp32 reaches 1.0000000 on every
+ * image, so 0.9999995 leaves 5e-7 for summation order; replacing QuickGELU
+ * by GELU in one tower costs far more than that. bf16 reaches 0.99994
+ * (weights and activations rounded to 8 bits), so 0.9999 leaves 4e-5. */
+#define FP32_MIN_COS 0.9999995
+#define BF16_MIN_COS 0.9999
+#define NEEDS_BF16 "cpu:avx512_bf16|amx_bf16"
+
+TEST(image_tower_hf_names) { images_from_tensors(NULL, CLIP_FP32, FP32_MIN_COS); }
 TEST(image_tower_openai_names)
 {
-    images_from_tensors("tiny-clip/open_clip_model.safetensors", CLIP_FP32, 0.99999);
+    images_from_tensors("tiny-clip/open_clip_model.safetensors", CLIP_FP32, FP32_MIN_COS);
 }
-TEST(image_tower_bf16) { images_from_tensors(NULL, CLIP_BF16, 0.995); }
+TEST(image_tower_bf16)
+{
+    if (!clip_cpu_has_bf16())
+        SKIP(NEEDS_BF16, "no bf16 matmul on this CPU (bf16_refused_without_cpu_support "
+             "checks the error instead)");
+    images_from_tensors(NULL, CLIP_BF16, BF16_MIN_COS);
+}
 
 static void texts(const char *weights, enum clip_precision prec, double min_cos)
 {
@@ -136,7 +158,7 @@ static void texts(const char *weights, enum clip_precision prec, double min_cos)
         worst = cs < worst ? cs : worst;
         CHECKF(cs >= min_cos, "text %zu: cosine %.7f", i, cs);
     }
-    printf("  texts %s %s: %zu texts, worst cosine %.7f\n", weights ? weights : "hf",
+    printf("  texts %s %s: %zu texts, worst cosine %.9f\n", weights ? weights : "hf",
            prec == CLIP_BF16 ? "bf16" : "fp32", n, worst);
     /* padding after the end token changes nothing (only real tokens run) */
     int32_t padded[77] = {0};
@@ -145,7 +167,8 @@ static void texts(const char *weights, enum clip_precision prec, double min_cos)
     int pl = 77;
     float p1[64];
     CHECK(clip_embed_ids(m, &pp, &pl, 1, p1, &e) == 0);
-    CHECK(test_cosine(p1, out, 64) > 0.999999);
+    /* a batch of one against the batch: see images_from_tensors */
+    CHECK(test_cosine(p1, out, 64) >= (prec == CLIP_BF16 ? 0.99999 : 0.9999995));
     /* bad ids are errors */
     int32_t bad[3] = {49406, 99999, 49407};
     const int32_t *bp = bad;
@@ -162,9 +185,43 @@ static void texts(const char *weights, enum clip_precision prec, double min_cos)
     json_decref(ex);
 }
 
-TEST(text_tower_hf_names) { texts(NULL, CLIP_FP32, 0.99999); }
-TEST(text_tower_openai_names) { texts("tiny-clip/open_clip_model.safetensors", CLIP_FP32, 0.99999); }
-TEST(text_tower_bf16) { texts(NULL, CLIP_BF16, 0.995); }
+TEST(text_tower_hf_names) { texts(NULL, CLIP_FP32, FP32_MIN_COS); }
+TEST(text_tower_openai_names)
+{
+    texts("tiny-clip/open_clip_model.safetensors", CLIP_FP32, FP32_MIN_COS);
+}
+TEST(text_tower_bf16)
+{
+    if (!clip_cpu_has_bf16())
+        SKIP(NEEDS_BF16, "no bf16 matmul on this CPU (bf16_refused_without_cpu_support "
+             "checks the error instead)");
+    texts(NULL, CLIP_BF16, BF16_MIN_COS);
+}
+
+/* A bf16 model on a CPU without bf16 products is refused up front with a
+ * message that says what to do (IMGSEARCH_NO_BF16 plays such a CPU). */
+static void bf16_refused(void)
+{
+    char *dir = test_path("tiny-clip");
+    struct clip_model_opts o = {.prec = CLIP_BF16};
+    struct clip_model *m = (struct clip_model *)&o; /* must be reset to NULL */
+    struct err e = {0};
+    int rc = clip_model_load(&m, dir, &o, &e); /* CHECK_INT_EQ evaluates twice */
+    CHECK_INT_EQ(rc, -ERR_INVALID_ARGUMENT);
+    CHECK(m == NULL);
+    clip_model_free(m == (struct clip_model *)&o ? NULL : m);
+    CHECK_STR_CONTAINS(e.msg, "bf16 needs a CPU with AVX512-BF16 or AMX; this CPU has neither");
+    free(dir);
+}
+
+TEST(bf16_refused_without_cpu_support)
+{
+    if (!clip_cpu_has_bf16())
+        bf16_refused();
+    setenv("IMGSEARCH_NO_BF16", "1", 1);
+    bf16_refused();
+    unsetenv("IMGSEARCH_NO_BF16");
+}
 
 TEST(logit_scale_and_prep)
 {
@@ -274,5 +331,6 @@ TEST(missing_model_is_io_error)
 
 TEST_MAIN(image_tower_hf_names, image_tower_openai_names, image_tower_bf16,
           text_tower_hf_names, text_tower_openai_names, text_tower_bf16,
+          bf16_refused_without_cpu_support,
           logit_scale_and_prep, safetensors_validation, truncated_checkpoint_is_an_error,
           half_conversions, missing_model_is_io_error)

@@ -1,8 +1,22 @@
 /* test_main.c - the shared runner behind TEST_MAIN (see test.h). */
 #include "test.h"
 
+#include <stdarg.h>
+
 int test_failed_checks_;
+int test_skipped_;
 const char *test_current_ = "";
+
+void test_skip_(const char *file, const char *tag, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "SKIP %s: %s: ", file, test_current_);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " [needs %s]\n", tag);
+    va_end(ap);
+    test_skipped_ = 1;
+}
 
 const char *test_fixtures(void)
 {
@@ -56,7 +70,7 @@ double test_cosine(const float *a, const float *b, int n)
 int test_run_all_(const char *file, const char *const *names, const test_fn *fns,
                   int n, int argc, char **argv)
 {
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < n; i++) {
         if (argc > 1) { /* run only the named cases */
             int want = 0;
@@ -67,12 +81,19 @@ int test_run_all_(const char *file, const char *const *names, const test_fn *fns
         }
         int before = test_failed_checks_;
         test_current_ = names[i];
+        test_skipped_ = 0;
         fns[i]();
-        if (test_failed_checks_ == before)
-            passed++;
-        else
+        if (test_failed_checks_ != before)
             failed++;
+        else if (test_skipped_)
+            skipped++;
+        else
+            passed++;
     }
-    printf("%s: %d passed, %d failed\n", file, passed, failed);
+    /* the SIMD path in the summary: tests/run runs each binary once per path */
+    const char *simd = getenv("IMGSEARCH_SIMD");
+    fflush(stderr);
+    printf("%s [IMGSEARCH_SIMD=%s]: %d passed, %d failed, %d skipped\n", file,
+           simd && *simd ? simd : "default", passed, failed, skipped);
     return failed ? 1 : 0;
 }

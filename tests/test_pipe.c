@@ -5,6 +5,17 @@
 
 #include <jansson.h>
 
+/* Margins, below what each path reaches (the worst cosine is printed):
+ * - full decode, fp32: 1.0000000 (pixels are Pillow's exactly): >= 0.999999
+ * - DCT-scaled decode, fp32: 0.9999991 (8-bit differences from decoding
+ *   large JPEGs at a reduced scale): >= 0.999998
+ * - texts, fp32: 1.0000000: >= 0.9999995
+ * - bf16 images and texts: 0.99994: >= 0.9999 */
+#define FULL_FP32_MIN_COS 0.999999
+#define DCT_FP32_MIN_COS 0.999998
+#define TEXT_FP32_MIN_COS 0.9999995
+#define BF16_MIN_COS 0.9999
+
 static void end_to_end(enum pipe_precision prec, int full_decode, double min_cos)
 {
     char *dir = test_path("tiny-clip");
@@ -42,7 +53,7 @@ static void end_to_end(enum pipe_precision prec, int full_decode, double min_cos
         }
         free(fp);
     }
-    printf("  end to end %s%s: worst cosine %.6f (%s)\n", pipe_precision_name(p),
+    printf("  end to end %s%s: worst cosine %.9f (%s)\n", pipe_precision_name(p),
            full_decode ? " full decode" : " dct scaling", worst, worst_file);
     json_t *tx = json_object_get(ex, "texts");
     double tworst = 1;
@@ -55,10 +66,11 @@ static void end_to_end(enum pipe_precision prec, int full_decode, double min_cos
         for (int k = 0; k < 64; k++)
             want[k] = (float)json_number_value(json_array_get(a, (size_t)k));
         double cs = rc ? 0 : test_cosine(v, want, 64);
-        CHECKF(cs >= (prec == PIPE_PREC_BF16 ? 0.995 : 0.99999), "text %zu: cosine %.6f", i, cs);
+        CHECKF(cs >= (prec == PIPE_PREC_BF16 ? BF16_MIN_COS : TEXT_FP32_MIN_COS),
+               "text %zu: cosine %.9f", i, cs);
         tworst = cs < tworst ? cs : tworst;
     }
-    printf("  texts %s: worst cosine %.6f\n", pipe_precision_name(p), tworst);
+    printf("  texts %s: worst cosine %.9f\n", pipe_precision_name(p), tworst);
     free(px);
 out:
     pipe_free(p);
@@ -67,9 +79,50 @@ out:
     free(ep);
 }
 
-TEST(images_end_to_end_fp32_full_decode) { end_to_end(PIPE_PREC_FP32, 1, 0.999); }
-TEST(images_end_to_end_fp32_dct) { end_to_end(PIPE_PREC_FP32, 0, 0.999); }
-TEST(images_end_to_end_bf16) { end_to_end(PIPE_PREC_BF16, 0, 0.995); }
+TEST(images_end_to_end_fp32_full_decode) { end_to_end(PIPE_PREC_FP32, 1, FULL_FP32_MIN_COS); }
+TEST(images_end_to_end_fp32_dct) { end_to_end(PIPE_PREC_FP32, 0, DCT_FP32_MIN_COS); }
+TEST(images_end_to_end_bf16)
+{
+    if (!clip_cpu_has_bf16())
+        SKIP("cpu:avx512_bf16|amx_bf16", "no bf16 matmul on this CPU "
+             "(auto_is_fp32_without_bf16 checks the refusal and the fallback)");
+    end_to_end(PIPE_PREC_BF16, 0, BF16_MIN_COS);
+}
+
+/* auto takes bf16 only where the CPU has it; an explicit bf16 is refused
+ * with a message where it has not (IMGSEARCH_NO_BF16 plays such a CPU). */
+static void auto_and_refusal(void)
+{
+    char *dir = test_path("tiny-clip");
+    struct pipe *p = NULL;
+    struct err e = {0};
+    struct pipe_opts o = {.prec = PIPE_PREC_AUTO, .skip_text = 1};
+    CHECK(pipe_open(&p, dir, &o, &e) == 0);
+    if (p)
+        CHECK(!strcmp(pipe_precision_name(p), clip_cpu_has_bf16() ? "bf16" : "fp32"));
+    pipe_free(p);
+    p = NULL;
+    o.prec = PIPE_PREC_BF16;
+    int rc = pipe_open(&p, dir, &o, &e);
+    if (clip_cpu_has_bf16()) {
+        CHECKF(rc == 0, "%s", e.msg);
+    } else {
+        CHECK_INT_EQ(rc, -ERR_INVALID_ARGUMENT);
+        CHECK_STR_CONTAINS(e.msg, "bf16 needs a CPU with AVX512-BF16 or AMX; this CPU has "
+                                  "neither - use --precision fp32 or auto");
+        CHECK(p == NULL);
+    }
+    pipe_free(p);
+    free(dir);
+}
+
+TEST(auto_is_fp32_without_bf16)
+{
+    auto_and_refusal();
+    setenv("IMGSEARCH_NO_BF16", "1", 1);
+    auto_and_refusal();
+    unsetenv("IMGSEARCH_NO_BF16");
+}
 
 TEST(batch_equals_single)
 {
@@ -172,4 +225,4 @@ TEST(zero_shot_matches_reference_logits)
 }
 
 TEST_MAIN(zero_shot_matches_reference_logits, images_end_to_end_fp32_full_decode, images_end_to_end_fp32_dct,
-          images_end_to_end_bf16, batch_equals_single)
+          images_end_to_end_bf16, auto_is_fp32_without_bf16, batch_equals_single)

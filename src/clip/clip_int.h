@@ -84,9 +84,11 @@ void clip__layernorm(const float *x, float *y, int64_t r, int c, const float *g,
 
 void clip__tower_free(struct clip_tower *t);
 
-/* kernels.c: 0 scalar, 1 AVX-512F, 2 AVX-512F + BF16 (IMGSEARCH_SIMD=scalar
- * forces 0). */
+/* kernels.c: the path in use, 0 scalar, 1 AVX-512F, 2 AVX-512F + BF16
+ * (IMGSEARCH_SIMD=scalar or avx2 forces 0: no AVX2 kernels here). */
 int clip__simd(void);
+/* What the CPU can run, whatever IMGSEARCH_SIMD says (same scale). */
+int clip__cpu_simd(void);
 /* Attention of one (sequence, head): rows o .. o+L-1 of qkv (R, 3C), head
  * columns hd .. hd+d-1; writes the same rows/columns of out (R, C). sc is
  * clip__attend_scratch(L, d) floats. */
@@ -100,5 +102,12 @@ void clip__to_bf16(const float *x, uint16_t *y, size_t n);
 void clip__to_bf16_ref(const float *x, uint16_t *y, size_t n);
 void clip__layernorm_ref(const float *x, float *y, int64_t r, int c, const float *g,
                          const float *b, float eps);
+/* The AVX-512 variants by name, for the kernel tests: call them only when
+ * clip__cpu_simd() >= 1 (>= 2 for the bf16 conversion). */
+void clip__attend_avx512(const float *qkv, float *out, float *sc, int o, int L, int c,
+                         int hd, int d, int causal);
+void clip__to_bf16_avx512(const float *x, uint16_t *y, size_t n);
+void clip__layernorm_avx512(const float *x, float *y, int64_t r, int c, const float *g,
+                            const float *b, float eps);
 
 #endif

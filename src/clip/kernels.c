@@ -11,7 +11,11 @@
  *    for bit.
  * 3. This file is compiled without -march flags; the AVX-512 functions carry
  *    target attributes and run only when the CPU reports the features.
- *    IMGSEARCH_SIMD=scalar forces the reference paths (tests use it).
+ *    IMGSEARCH_SIMD=scalar|avx2|avx512 caps the path as in store/vec.c:
+ *    there are no AVX2 kernels here, so scalar and avx2 both run the
+ *    references (tests/run runs the unit tests once per value the CPU has).
+ *    The variants are also callable by name (clip_int.h) so the kernel tests
+ *    compare each one with the reference whatever the environment says.
  * Shapes: qkv is (R, 3C) with q, k, v at column offsets 0, C, 2C; head h
  * uses columns h*D .. h*D+D-1 of each; out is (R, C).
  */
@@ -27,15 +31,20 @@
 
 static int simd_level = -1; /* 0 scalar, 1 avx512f, 2 avx512f + avx512bf16 */
 
+int clip__cpu_simd(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f"))
+        return 0;
+    return __builtin_cpu_supports("avx512bf16") ? 2 : 1;
+}
+
 int clip__simd(void)
 {
     if (simd_level < 0) {
         const char *e = getenv("IMGSEARCH_SIMD");
-        __builtin_cpu_init();
-        int lvl = 0;
-        if (__builtin_cpu_supports("avx512f"))
-            lvl = __builtin_cpu_supports("avx512bf16") ? 2 : 1;
-        if (e && !strcmp(e, "scalar"))
+        int lvl = clip__cpu_simd();
+        if (e && (!strcmp(e, "scalar") || !strcmp(e, "avx2")))
             lvl = 0;
         simd_level = lvl;
     }
@@ -122,8 +131,8 @@ __attribute__((target("avx512f"))) static float softmax_avx512(float *s, int n)
 }
 
 /* sc must hold d*Lp + Lp floats. */
-__attribute__((target("avx512f"))) static void
-attend_avx512(const float *qkv, float *out, float *sc, int o, int L, int c, int hd,
+__attribute__((target("avx512f"))) void
+clip__attend_avx512(const float *qkv, float *out, float *sc, int o, int L, int c, int hd,
               int d, int causal)
 {
     const float scale = 1.0f / sqrtf((float)d);
@@ -204,7 +213,7 @@ void clip__attend(const float *qkv, float *out, float *sc, int o, int L, int c, 
                   int d, int causal)
 {
     if (clip__simd() >= 1)
-        attend_avx512(qkv, out, sc, o, L, c, hd, d, causal);
+        clip__attend_avx512(qkv, out, sc, o, L, c, hd, d, causal);
     else
         clip__attend_ref(qkv, out, sc, o, L, c, hd, d, causal);
 }
@@ -215,8 +224,8 @@ void clip__to_bf16_ref(const float *x, uint16_t *y, size_t n)
         y[i] = st_f32_to_bf16(x[i]);
 }
 
-__attribute__((target("avx512f,avx512bf16"))) static void
-to_bf16_avx512(const float *x, uint16_t *y, size_t n)
+__attribute__((target("avx512f,avx512bf16"))) void
+clip__to_bf16_avx512(const float *x, uint16_t *y, size_t n)
 {
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -230,7 +239,7 @@ to_bf16_avx512(const float *x, uint16_t *y, size_t n)
 void clip__to_bf16(const float *x, uint16_t *y, size_t n)
 {
     if (clip__simd() >= 2)
-        to_bf16_avx512(x, y, n);
+        clip__to_bf16_avx512(x, y, n);
     else
         clip__to_bf16_ref(x, y, n);
 }
@@ -259,8 +268,8 @@ void clip__layernorm_ref(const float *x, float *y, int64_t r, int c, const float
 
 /* Two passes over the row (mean, then centred variance: no cancellation),
  * 16 lanes at a time, masked tail. */
-__attribute__((target("avx512f"))) static void
-layernorm_avx512(const float *x, float *y, int64_t r, int c, const float *g,
+__attribute__((target("avx512f"))) void
+clip__layernorm_avx512(const float *x, float *y, int64_t r, int c, const float *g,
                  const float *b, float eps)
 {
     const int full = c & ~15;
@@ -305,7 +314,7 @@ void clip__layernorm(const float *x, float *y, int64_t r, int c, const float *g,
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int64_t lo = r * t / nt, hi = r * (t + 1) / nt;
         if (simd >= 1)
-            layernorm_avx512(x + lo * c, y + lo * c, hi - lo, c, g, b, eps);
+            clip__layernorm_avx512(x + lo * c, y + lo * c, hi - lo, c, g, b, eps);
         else
             clip__layernorm_ref(x + lo * c, y + lo * c, hi - lo, c, g, b, eps);
     }

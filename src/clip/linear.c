@@ -97,6 +97,8 @@ int clip_linear_init(struct clip_linear *l, int in, int out, float *w, float *b,
     dnnl_primitive_t reorder = NULL;
     dnnl_memory_t plain = NULL;
     uint16_t *wbf = NULL;
+    if (prec == CLIP_BF16 && (rc = clip_check_bf16(err)))
+        goto fail;
     if (!engine) {
         rc = err_set(err, ERR_INTERNAL, "oneDNN: cannot create a CPU engine");
         goto fail;
@@ -307,6 +309,9 @@ size_t clip_linear_bytes(const struct clip_linear *l)
 
 int clip_cpu_has_bf16(void)
 {
+    const char *no = getenv("IMGSEARCH_NO_BF16");
+    if (no && *no && strcmp(no, "0"))
+        return 0;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512bf16"))
         return 1;
@@ -314,4 +319,13 @@ int clip_cpu_has_bf16(void)
      * __builtin_cpu_supports knows it) */
     unsigned a, b, c, d;
     return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1u);
+}
+
+int clip_check_bf16(struct err *err)
+{
+    if (clip_cpu_has_bf16())
+        return 0;
+    return err_set(err, ERR_INVALID_ARGUMENT,
+                   "bf16 needs a CPU with AVX512-BF16 or AMX; this CPU has neither "
+                   "- use --precision fp32 or auto");
 }

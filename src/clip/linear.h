@@ -72,7 +72,16 @@ void clip_linear_ref(const float *x, int64_t m, int k, const float *w, const flo
 /* Resident bytes held by the packed weights. */
 size_t clip_linear_bytes(const struct clip_linear *l);
 
-/* 1 when this CPU runs bf16 products natively (AMX or AVX512-BF16). */
+/* 1 when this CPU runs bf16 products natively (AMX or AVX512-BF16).
+ * IMGSEARCH_NO_BF16=1 in the environment makes it answer 0, so the refusal
+ * below can be tested on any CPU. */
 int clip_cpu_has_bf16(void);
+
+/* 0 when bf16 products can run here; else -ERR_INVALID_ARGUMENT with a
+ * message naming what is missing and what to use instead. oneDNN 2.6 has
+ * no bf16 matmul below AVX-512, so without this check a bf16 model would
+ * fail at its first layer with an opaque "no matmul" message.
+ * clip_linear_init and clip_model_load call it for CLIP_BF16. */
+int clip_check_bf16(struct err *err);
 
 #endif

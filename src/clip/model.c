@@ -468,6 +468,13 @@ int clip_model_load(struct clip_model **out, const char *path,
     if (!opts)
         opts = &defaults;
     *out = NULL;
+    /* before any weight is read: a CPU without bf16 products gets a clear
+     * answer, not a failure in the first layer */
+    if (opts->prec == CLIP_BF16) {
+        int brc = clip_check_bf16(err);
+        if (brc)
+            return brc;
+    }
     struct clip_model *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(err, ERR_NOMEM, "out of memory");

@@ -1,11 +1,15 @@
 /* bench.c - `imgsearch bench`: speed figures as JSON lines.
- *   embed       the image tower on random input
+ *   embed       the image tower alone on random pixels ("model_only": true:
+ *               no decoding, no preprocessing)
  *   text        the text tower on realistic query lengths (5-12 tokens)
- *   gemm        the machine's matrix product speed (fp32 and bf16)
+ *   gemm        the machine's matrix product speed (fp32, and bf16 where the
+ *               CPU has it)
  *   preprocess  decode + preprocess of real files
- *   index       decode + preprocess + embed of real files (no store)
+ *   index       decode + preprocess + embed of real files (no store), in
+ *               batches of --batch (default 16; --batch 1 means 1)
  *   ann         the vector index (see bench_ann.c)
- * Benchmarks print figures, never verdicts.
+ * Benchmarks print figures, never verdicts, and each line says what it
+ * timed.
  */
 #include "cmd/cmd.h"
 
@@ -43,7 +47,7 @@ static int timed(int (*fn)(void *ctx, struct err *err), void *ctx, double second
 
 struct bopts {
     const char *model;
-    long batch;
+    long batch;            /* 0 = the benchmark's default */
     double seconds;
     enum pipe_precision prec;
     int full_decode;
@@ -151,7 +155,8 @@ static int bench_embed(struct bopts *o)
     if (rc) {
         rc = cmd_fail("bench", &err);
     } else {
-        printf("{\"what\": \"image\", \"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
+        printf("{\"what\": \"image\", \"model_only\": true, \"input\": \"random pixels\", "
+               "\"batch\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f, "
                "\"ms_per_batch\": %.3f, \"rss_mb\": %.0f, \"model_mb\": %.0f}\n",
                o->batch, pipe_precision_name(p), o->batch / per, per * 1e3, rss_mb("VmRSS"),
                model_rss);
@@ -249,11 +254,16 @@ static int bench_gemm(struct bopts *o)
         x[i] = (float)(((size_t)i * 7919u) % 1000u) / 1000.0f - 0.5f;
     int rc = 0;
     for (int pi = 0; pi < 2 && !rc; pi++) {
+        struct err err;
+        if (pi == 1 && clip_check_bf16(&err)) {
+            printf("{\"what\": \"gemm\", \"m\": %d, \"k\": %d, \"n\": %d, \"precision\": \"bf16\", "
+                   "\"skipped\": \"%s\"}\n", m, k, n, err.msg);
+            break;
+        }
         float *w = malloc(sizeof(float) * (size_t)n * k);
         for (int i = 0; i < n * k; i++)
             w[i] = (float)(((size_t)i * 104729u) % 1000u) / 1000.0f - 0.5f;
         struct clip_linear l;
-        struct err err;
         enum clip_precision prec = pi ? CLIP_BF16 : CLIP_FP32;
         if (clip_linear_init(&l, k, n, w, NULL, CLIP_ACT_NONE, 0, prec, &err)) {
             rc = cmd_fail("bench", &err);
@@ -365,8 +375,9 @@ static int bench_files(struct bopts *o, int embed)
     if (rc)
         rc = cmd_fail("bench", &err);
     else if (embed)
-        printf("{\"what\": \"index\", \"images\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f}\n",
-               done, pipe_precision_name(p), done / (t - t0));
+        printf("{\"what\": \"index\", \"model_only\": false, \"input\": \"decode + preprocess + embed\", "
+               "\"batch\": %d, \"images\": %ld, \"precision\": \"%s\", \"images_per_s\": %.2f}\n",
+               b, done, pipe_precision_name(p), done / (t - t0));
     else
         printf("{\"what\": \"preprocess\", \"images\": %ld, \"dct_scaling\": %s, \"images_per_s\": %.2f}\n",
                done, o->full_decode ? "false" : "true", done / (t - t0));
@@ -385,7 +396,7 @@ static int run(int argc, char **argv)
                 "  text  --model DIR [--batch N] [--precision P] [--seconds S]\n"
                 "  gemm  [--seconds S]\n"
                 "  preprocess --model DIR [--full-decode] (FILE... | --synthetic WxH)\n"
-                "  index --model DIR [--batch N] [--precision P] FILE...\n"
+                "  index --model DIR [--batch N (default 16)] [--precision P] FILE...\n"
                 "  ann --base F --queries F --truth F --dim D [...] (see bench ann --help)\n");
         return argc < 2 ? 2 : 0;
     }
@@ -393,10 +404,12 @@ static int run(int argc, char **argv)
     if (!strcmp(what, "ann")) {
         return cmd_bench_ann(argc - 1, argv + 1);
     }
-    struct bopts o = {.batch = 1, .seconds = 3.0};
+    struct bopts o = {.batch = 0, .seconds = 3.0};
     int rc = parse(what, argc - 1, argv + 1, &o);
     if (rc)
         return rc < 0 ? 0 : rc;
+    if (o.batch == 0 && strcmp(what, "index"))
+        o.batch = 1;
     if (!strcmp(what, "embed"))
         return bench_embed(&o);
     if (!strcmp(what, "text"))
@@ -406,7 +419,7 @@ static int run(int argc, char **argv)
     if (!strcmp(what, "preprocess"))
         return bench_files(&o, 0);
     if (!strcmp(what, "index")) {
-        if (o.batch == 1)
+        if (o.batch == 0) /* only when --batch was not given */
             o.batch = 16;
         return bench_files(&o, 1);
     }

@@ -3,24 +3,27 @@
 # fixture image through the file input, its item comes first in the grid;
 # type a text, results appear; a screenshot goes to build/browser-screenshot.png.
 # Needs node and Debian's chromium; without them the test is reported as
-# skipped (and counts as neither passed nor failed). playwright-core comes
-# from npm (package-lock.json) and is installed here when missing.
+# skipped with the tag tool:node / tool:chromium / tool:npm, which tests/run
+# accepts only on a machine that declares it (IMGSEARCH_ALLOW_SKIP).
+# playwright-core comes from npm (package-lock.json) and is installed here
+# when missing.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 SHOT=${BROWSER_SCREENSHOT:-$ROOT/build/browser-screenshot.png}
+# skip TAG WHY: the whole test is one skipped case
 skip() {
-  echo "SKIP test_browser.sh: $*"
+  echo "SKIP test_browser.sh: $2 [needs $1]"
   echo "test_browser.sh: 0 passed, 0 failed, 1 skipped"
   exit 0
 }
-command -v node >/dev/null || skip "node is not installed (scripts/install-deps)"
-[ -x "$CHROMIUM" ] || skip "no Chromium at $CHROMIUM (scripts/install-deps installs Debian's chromium)"
-command -v curl >/dev/null || skip "curl is not installed"
+command -v node >/dev/null || skip tool:node "node is not installed (scripts/install-deps)"
+[ -x "$CHROMIUM" ] || skip tool:chromium "no Chromium at $CHROMIUM (scripts/install-deps installs Debian's chromium)"
+command -v curl >/dev/null || skip tool:curl "curl is not installed"
 if [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
-  command -v npm >/dev/null || skip "npm is not installed, and node_modules/playwright-core is missing"
+  command -v npm >/dev/null || skip tool:npm "npm is not installed, and node_modules/playwright-core is missing"
   (cd "$ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1 ||
-    skip "npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
+    skip tool:npm "npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
 fi
 . "$(dirname "$0")/../http/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT

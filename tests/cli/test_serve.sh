@@ -596,4 +596,120 @@ t_grep "$OUT" "^imgsearch_embeddings_computed_total\\{kind=\"image\"\\} $waiting
 stop
 t_eq "$RC" 0
 
+# ---- filters are ANDed: every filter alone differs from all of them ----------
+# A is the only item with all three values; each filter alone and each pair
+# gives another set, and every combination is sent in every order, in each
+# of the request's filter encodings (so keeping only the first or the last
+# filter fails).
+start filters --store "$T_TMP/filters.db" --model "$MODEL"
+ready || fail "filter server not ready"
+put_meta() { # ID IMAGE METADATA_JSON
+  h PUT "/items/$1" -F "image=@$IMG/$2" -F "metadata=$3"
+  t_code 201
+}
+put_meta A Blender_Suzanne1.jpg '{"color": "red", "shape": "round", "size": "s"}'
+put_meta B HappyFish.jpg '{"color": "red", "shape": "square", "size": "s"}'
+put_meta C aloeL.jpg '{"color": "red", "shape": "round", "size": "m"}'
+put_meta D butterfly.jpg '{"color": "blue", "shape": "round", "size": "s"}'
+put_meta E fruits.jpg '{"color": "green", "shape": "oval", "size": "l"}'
+# fids: the sorted ids of the answer in $OUT
+fids() { grep -o '"id":"[^"]*"' "$OUT" | sed 's/"id":"//; s/"$//' | sort | tr '\n' ' ' | sed 's/ $//'; }
+# fq WANT KEY=VALUE...: the same filters in the query string, a JSON object,
+# a JSON array and multipart parts, in the order given
+fq() {
+  local want=$1 q="" obj="" arr="" mp=() f sep=""
+  shift
+  for f in "$@"; do
+    q+="&filter=$f"
+    obj+="$sep\"${f%%=*}\": \"${f#*=}\""
+    arr+="$sep\"$f\""
+    mp+=(-F "filter=$f")
+    sep=", "
+  done
+  h POST "/search?k=10$q" -H 'Content-Type: application/json' -d '{"text": "a photo"}'
+  t_code 200
+  t_eq "$(fids)" "$want" "(query string: $*)"
+  h POST /search -H 'Content-Type: application/json' -d "{\"text\": \"a photo\", \"k\": 10, \"filter\": {$obj}}"
+  t_eq "$(fids)" "$want" "(JSON object: $*)"
+  h POST /search -H 'Content-Type: application/json' -d "{\"text\": \"a photo\", \"k\": 10, \"filter\": [$arr]}"
+  t_eq "$(fids)" "$want" "(JSON array: $*)"
+  h POST /search -F "image=@$IMG/left01.jpg" -F k=10 "${mp[@]}"
+  t_eq "$(fids)" "$want" "(multipart: $*)"
+}
+fq "A B C" color=red
+fq "A C D" shape=round
+fq "A B D" size=s
+fq "A C" color=red shape=round
+fq "A C" shape=round color=red
+fq "A B" color=red size=s
+fq "A B" size=s color=red
+fq "A D" shape=round size=s
+fq "A D" size=s shape=round
+for o in "color=red shape=round size=s" "color=red size=s shape=round" \
+  "shape=round color=red size=s" "shape=round size=s color=red" \
+  "size=s color=red shape=round" "size=s shape=round color=red"; do
+  # shellcheck disable=SC2086
+  fq "A" $o
+done
+fq "" color=red shape=oval
+fq "" shape=oval color=red
+stop
+t_eq "$RC" 0 "(filter server exit code)"
+
+# ---- serve --threads, --max-queue, --quiet --------------------------------------
+# --threads N starts N request workers: 9 threads make 8 more than 1
+nthreads() { ls "/proc/$PID/task" | wc -l; }
+start threads1 --store "$T_TMP/opts.db" --model "$MODEL" --threads 1
+ready || fail "--threads 1 server not ready"
+n1=$(nthreads)
+stop
+start threads9 --store "$T_TMP/opts.db" --model "$MODEL" --threads 9
+ready || fail "--threads 9 server not ready"
+n9=$(nthreads)
+stop
+t_eq "$((n9 - n1))" 8 "(threads with --threads 9 minus --threads 1: $n9 - $n1)"
+# --max-queue 1 with one worker: while a long batch request runs, another
+# request is refused with 503 and the limit in its message (the default
+# queue of 1024 would take it)
+start queue --store "$T_TMP/opts.db" --model "$MODEL" --threads 1 --max-queue 1 --full-decode
+ready || fail "--max-queue server not ready"
+many=()
+for _ in $(seq 6); do for f in aloeL.jpg fruits.jpg HappyFish.jpg butterfly.jpg left01.jpg coffee.png chelsea.png Blender_Suzanne1.jpg; do
+  many+=(-F "images=@$IMG/$f"); done; done
+curl -s -o "$T_TMP/many.out" -w '%{http_code}' "${many[@]}" "$URL/extract-features-batch" >"$T_TMP/many.code" &
+BPID=$!
+# /metrics answers on the connection thread: wait until the batch holds the
+# worker (work queue depth 1), then ask for more work
+busy="" depth=0
+for _ in $(seq 400); do
+  depth=$(curl -s "$URL/metrics" | awk '/^imgsearch_work_queue_depth / {print $2}')
+  [ "$depth" = 1 ] && break
+  kill -0 "$BPID" 2>/dev/null || break
+  sleep 0.005
+done
+h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
+busy=$(cat "$OUT")
+t_code 503
+wait "$BPID"
+t_eq "$(cat "$T_TMP/many.code")" 200 "(the long batch request)"
+if [[ $busy == *'"code":"unavailable"'*'(1 requests queued)'* ]]; then ok; else
+  fail "no 503 with --max-queue 1 while a request ran (queue depth $depth): $busy"; fi
+h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
+t_code 200 # the worker is free again
+stop
+# --quiet logs only errors: the shutdown line is gone, the address stays
+start loud --store "$T_TMP/opts.db" --model "$MODEL"
+ready || fail "server not ready"
+stop
+t_grep "$SLOG" 'SIGTERM: shutting down'
+start quiet --store "$T_TMP/opts.db" --model "$MODEL" --quiet
+ready || fail "--quiet server not ready"
+h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
+t_code 200
+stop
+t_eq "$RC" 0 "(--quiet server exit code)"
+t_grep "$SLOG" '^listening on http://'
+t_nogrep "$SLOG" 'SIGTERM: shutting down'
+t_nogrep "$SLOG" 'stopped; the store is closed'
+
 t_done
