@@ -1082,6 +1082,10 @@ TEST(random_batches_keep_every_item_findable)
     printf("random_batches_keep_every_item_findable: seed %llu (IMGSEARCH_TEST_SEED repeats "
            "it), %d operations, up to %d copies of one vector\n", (unsigned long long)seed, ops,
            max_hot);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
 /* Issue 9: what a store accepts is what every reader can hand out. */
 TEST(hostile_inputs_refused)
 {
