@@ -991,8 +991,8 @@ static int put(struct store *st, const struct store_item *it, int *is_new,
     int rc = check_id(it->id, err);
     if (!rc)
         rc = check_text("item id", it->id, err);
-    if (!rc)
-        rc = check_text("source", it->source, err);
+    /* a source is a file path, which may hold any bytes (a Latin-1 name):
+     * it is kept as it is and readers show bad bytes as U+FFFD */
     if (rc)
         return rc;
     if (it->source && strlen(it->source) > STORE_SOURCE_MAX)

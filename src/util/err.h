@@ -31,7 +31,7 @@
     X(IO,                 "io_error",            500,  1)             \
     X(NO_SPACE,           "no_space",            507,  1)             \
     X(STORE,              "store_error",         500,  1)             \
-    X(TOO_MANY_REQUESTS,  "too_many_requests",   429,  1)             \
+    X(TOO_MANY_REQUESTS,  "too_many_requests",   429,  2)             \
     X(INTERNAL,           "internal",            500,  1)
 
 enum err_code {
