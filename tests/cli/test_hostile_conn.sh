@@ -176,7 +176,12 @@ t_eq "$RC" 0
 n200=$(cat "$T_TMP"/q*.code | grep -o 200 | wc -l)
 n503=$(cat "$T_TMP"/q*.code | grep -o 503 | wc -l)
 t_eq "$((n200 + n503))" 12 "(every queued request answered 200 or 503: $(cat "$T_TMP"/q*.code))"
-if [ "$n503" -gt 0 ]; then ok; else fail "no queued request was answered 503 at shutdown"; fi
-t_grep "$SLOG" 'shutdown: answered [0-9]+ queued requests? 503'
+# on a fast machine the queue may drain within the grace: then all are 200;
+# otherwise what was still queued is answered 503, and the log says so
+if [ "$n503" -gt 0 ]; then
+  t_grep "$SLOG" 'shutdown: answered [0-9]+ queued requests? 503'
+else
+  t_eq "$n200" 12 "(no 503: the queue drained within the grace, all 200)"
+fi
 
 t_done
