@@ -234,13 +234,13 @@ TEST(metrics_text)
     http_metrics_request(&m, HTTP_ROUTE_ITEM, 431, 0.001); /* not in the table: as 400 */
     struct http_metrics_extra x = {.items = 12, .waiting = 3, .image_embeddings = 40,
                                    .batches = 3, .batch_sum = 40, .queue_depth = 2};
-    x.batch_hist[http_metrics_batch_bucket(1)] = 1;
-    x.batch_hist[http_metrics_batch_bucket(16)] = 2;
-    x.batch_hist[http_metrics_batch_bucket(1000)] = 0;
-    CHECK_INT_EQ(http_metrics_batch_bucket(1), 0);
-    CHECK_INT_EQ(http_metrics_batch_bucket(3), 2);
-    CHECK_INT_EQ(http_metrics_batch_bucket(16), 4);
-    CHECK_INT_EQ(http_metrics_batch_bucket(100000), HTTP_METRICS_BATCH_BUCKETS);
+    x.batch_hist[pipe_sched_bucket(1)] = 1;
+    x.batch_hist[pipe_sched_bucket(16)] = 2;
+    x.batch_hist[pipe_sched_bucket(1000)] = 0;
+    CHECK_INT_EQ(pipe_sched_bucket(1), 0);
+    CHECK_INT_EQ(pipe_sched_bucket(3), 2);
+    CHECK_INT_EQ(pipe_sched_bucket(16), 4);
+    CHECK_INT_EQ(pipe_sched_bucket(100000), HTTP_METRICS_BATCH_BUCKETS);
     size_t n = 0;
     char *t = http_metrics_render(&m, &x, &n);
     REQUIRE(t);

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "test.h"
-#include "http/batcher.h"
+#include "pipe/sched.h"
 #include "http/precompute.h"
 #include "pipe/pipe.h"
 #include "store/store.h"
@@ -162,9 +162,9 @@ TEST(precompute_scans_resumes_and_wakes)
     struct store *st;
     struct store_options so = {.model = "tiny", .dim = P->dim, .create = 1};
     REQUIRE(store_open(&st, c.db, &so, &e) == 0);
-    struct http_batcher *b;
-    struct http_batcher_opts bo = {.max_batch = 2, .max_wait_us = 1000};
-    REQUIRE(http_batcher_new(&b, P, &bo, &e) == 0);
+    struct pipe_sched *b;
+    struct pipe_sched_opts bo = {.max_batch = 2, .max_wait_us = 1000};
+    REQUIRE(pipe_sched_new(&b, P, &bo, &e) == 0);
     const char *roots[1] = {c.dir}, *prefixes[1] = {""};
     struct http_precompute_opts po = {.roots = roots, .prefixes = prefixes, .nroots = 1,
                                       .batch = 2, .log = log_quiet};
@@ -247,7 +247,7 @@ TEST(precompute_scans_resumes_and_wakes)
     http_precompute_stop(pc);
     http_precompute_stop(NULL);
 
-    http_batcher_free(b);
+    pipe_sched_free(b);
     CHECK_INT_EQ(store_close(st, &e), 0);
     remove_catalog(&c);
 }

@@ -7,7 +7,7 @@
  *    Scalar parameters (k, offset, min_score, labels, ...) come from the
  *    JSON body, a multipart field, or the query string, in that order.
  * 2. Images are decoded and preprocessed on the worker thread that runs
- *    the request (in parallel), then embedded through the batcher.
+ *    the request (in parallel), then embedded through the scheduler.
  * 3. Uploaded images (PUT /items/{id}) are kept once, under their SHA-256,
  *    in STORE.images/ next to the store: the item's source points there,
  *    so the precompute can embed it later (?async=1) and
@@ -206,7 +206,7 @@ static int embed_blobs(struct http_req *r, struct blob *b, int n, float *out, in
     const int step = w->cap < SLOTS ? w->cap : SLOTS;
     for (int at = 0; at < n; at += step) {
         int m = n - at < step ? n - at : step, nok = 0;
-        http_batcher_expect(s->batcher, m);
+        pipe_sched_expect(s->sched, m);
         for (int i = at; i < at + m; i++) {
             char name[32];
             snprintf(name, sizeof name, name_each ? "image %d" : "image", i + 1);
@@ -217,10 +217,10 @@ static int embed_blobs(struct http_req *r, struct blob *b, int n, float *out, in
                 slot[nok++] = i;
                 continue;
             }
-            http_batcher_expect(s->batcher, -1); /* announced, never coming */
+            pipe_sched_expect(s->sched, -1); /* announced, never coming */
         }
         struct err e = {0};
-        if (nok && http_batcher_embed(s->batcher, w->px, nok, w->vecs, nok, 0, &e)) {
+        if (nok && pipe_sched_images(s->sched, w->px, nok, w->vecs, nok, 0, &e)) {
             for (int k = 0; k < nok; k++) {
                 b[slot[k]].rc = -e.code;
                 b[slot[k]].err = e;
@@ -603,7 +603,7 @@ static void search(struct http_req *r)
                     MAX_TEXT_BYTES, tl);
             goto fail;
         }
-        if (pipe_embed_text(s->pipe, text, q, 0, &e))
+        if (pipe_sched_texts(s->sched, &text, 1, q, &e))
             goto fail;
         atomic_fetch_add_explicit(&s->metrics.text_embeddings, 1, memory_order_relaxed);
     } else if (vj) {
@@ -833,7 +833,7 @@ static void classify(struct http_req *r)
         e = b.err;
         goto fail;
     }
-    if (pipe_embed_texts(s->pipe, (const char *const *)texts, l.n, lv, 0, &e))
+    if (pipe_sched_texts(s->sched, (const char *const *)texts, l.n, lv, &e))
         goto fail;
     atomic_fetch_add_explicit(&s->metrics.text_embeddings, (uint_fast64_t)l.n,
                               memory_order_relaxed);
@@ -1213,8 +1213,8 @@ static void health(struct http_req *r)
                                                   str_json(base ? base + 1 : s->cfg.store)));
         json_object_set_new(j, "items", json_integer(items));
         json_object_set_new(j, "waiting", json_integer(waiting));
-        struct http_batcher_stats bs;
-        http_batcher_stats(s->batcher, &bs);
+        struct pipe_sched_stats bs;
+        pipe_sched_stats(s->sched, &bs);
         json_object_set_new(j, "batcher", json_pack("{s:i,s:i,s:i,s:I,s:I}", "max_batch",
                                                     s->cfg.max_batch, "max_wait_ms",
                                                     s->cfg.batch_wait_ms, "queued", bs.queued,
@@ -1240,8 +1240,8 @@ static void metrics(struct http_req *r)
     pthread_mutex_unlock(&s->qmu);
     if (atomic_load(&s->state) == HTTP__READY) {
         store_counts_cached(s->store, &x.items, &x.waiting); /* a poll thread: no query */
-        struct http_batcher_stats bs;
-        http_batcher_stats(s->batcher, &bs);
+        struct pipe_sched_stats bs;
+        pipe_sched_stats(s->sched, &bs);
         x.image_embeddings = bs.images;
         x.batches = bs.batches;
         memcpy(x.batch_hist, bs.hist, sizeof x.batch_hist);

@@ -7,7 +7,7 @@
  *                       says "loading", model routes answer 503 with
  *                       Retry-After;
  *   http_server_load    (any thread) loads the model, opens the store,
- *                       starts the batcher and the start-up precompute;
+ *                       starts the scheduler and the start-up precompute;
  *                       from then on every route answers;
  *   http_server_shutdown stops accepting, lets in-flight requests finish,
  *                       stops the background threads;
@@ -16,7 +16,7 @@
  * Threads: libmicrohttpd's poll threads parse requests and answer the
  * cheap routes (page, health, metrics, errors) themselves; everything that
  * touches the model or the store is suspended and handed to a pool of
- * worker threads, whose images go through one batcher thread.
+ * worker threads, whose images go through one scheduler thread (src/pipe/sched.h).
  */
 #ifndef IMGSEARCH_HTTP_H
 #define IMGSEARCH_HTTP_H
@@ -79,7 +79,7 @@ int http_server_load(struct http_server *s, struct err *err);
  * answers the requests still queued for a worker 503, waits for the ones a
  * worker is running (one forward pass each), closes every connection
  * (half-sent bodies included) and stops the daemon, the workers, the
- * precompute and the batcher. Idempotent. */
+ * precompute and the scheduler. Idempotent. */
 void http_server_shutdown(struct http_server *s, int grace_s);
 
 /* Shuts down if needed (grace cfg.shutdown_grace_s), closes the store (writing its index) and frees s.

@@ -9,7 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "http/batcher.h"
+#include "pipe/sched.h"
 #include "http/http.h"
 #include "http/metrics.h"
 #include "http/parse.h"
@@ -60,7 +60,7 @@ struct http_server {
     /* set by http_server_load before state becomes READY */
     struct pipe *pipe;              /* model + tokenizer */
     struct store *store;            /* the embedded store */
-    struct http_batcher *batcher;   /* owns image inference */
+    struct pipe_sched *sched;      /* owns inference: images and texts */
     struct http_precompute *pc;     /* catalog scan + background embedding */
     const char *model_id;           /* owned by pipe */
     char **roots;                   /* resolved folders /items/{id}/image may serve */

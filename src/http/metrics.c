@@ -21,9 +21,6 @@ static const double lat_bounds[HTTP_METRICS_LAT_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 };
 
-const int http_metrics_batch_bounds[HTTP_METRICS_BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32,
-                                                                  64, 128, 256, 512};
-
 void http_metrics_init(struct http_metrics *m)
 {
     memset(m, 0, sizeof *m);
@@ -56,13 +53,6 @@ void http_metrics_request(struct http_metrics *m, enum http_route r, int status,
     atomic_fetch_add_explicit(&m->lat_sum_us[r], (uint_fast64_t)us, memory_order_relaxed);
 }
 
-int http_metrics_batch_bucket(int n)
-{
-    int b = 0;
-    while (b < HTTP_METRICS_BATCH_BUCKETS && n > http_metrics_batch_bounds[b])
-        b++;
-    return b;
-}
 
 static uint64_t ld(atomic_uint_fast64_t *a)
 {
@@ -117,12 +107,12 @@ char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extr
             "imgsearch_embeddings_computed_total{kind=\"text\"} %llu\n",
             (unsigned long long)x->image_embeddings,
             (unsigned long long)ld(&m->text_embeddings));
-    fputs("# HELP imgsearch_batch_size Images per forward pass of the dynamic batcher.\n"
+    fputs("# HELP imgsearch_batch_size Images per forward pass of the inference scheduler.\n"
           "# TYPE imgsearch_batch_size histogram\n", f);
     uint64_t cum = 0;
     for (int b = 0; b < HTTP_METRICS_BATCH_BUCKETS; b++) {
         cum += x->batch_hist[b];
-        fprintf(f, "imgsearch_batch_size_bucket{le=\"%d\"} %llu\n", http_metrics_batch_bounds[b],
+        fprintf(f, "imgsearch_batch_size_bucket{le=\"%d\"} %llu\n", pipe_sched_bounds[b],
                 (unsigned long long)cum);
     }
     cum += x->batch_hist[HTTP_METRICS_BATCH_BUCKETS];
@@ -136,7 +126,7 @@ char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extr
             "# HELP imgsearch_forward_seconds_total Time spent in image forward passes.\n"
             "# TYPE imgsearch_forward_seconds_total counter\n"
             "imgsearch_forward_seconds_total %.6f\n"
-            "# HELP imgsearch_batch_queue_depth Images waiting for the batcher.\n"
+            "# HELP imgsearch_batch_queue_depth Images waiting for the scheduler.\n"
             "# TYPE imgsearch_batch_queue_depth gauge\n"
             "imgsearch_batch_queue_depth %d\n"
             "# HELP imgsearch_work_queue_depth Requests waiting for a worker thread.\n"

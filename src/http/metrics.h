@@ -13,10 +13,11 @@
 #include <stdint.h>
 
 #include "http/router.h"
+#include "pipe/sched.h"
 
 #define HTTP_METRICS_STATUSES 16  /* tracked statuses + "other" */
 #define HTTP_METRICS_LAT_BUCKETS 14
-#define HTTP_METRICS_BATCH_BUCKETS 10
+#define HTTP_METRICS_BATCH_BUCKETS PIPE_SCHED_BUCKETS
 
 struct http_metrics {
     /* requests by route and status (index from the status table) */
@@ -34,20 +35,18 @@ struct http_metrics {
 /* Gauges and counters owned by other parts, gathered at render time. */
 struct http_metrics_extra {
     int64_t items, waiting;           /* store counts (-1: unknown) */
-    uint64_t image_embeddings;        /* images through the batcher */
+    uint64_t image_embeddings;        /* images through the scheduler */
     uint64_t batches;                 /* forward passes */
     uint64_t batch_hist[HTTP_METRICS_BATCH_BUCKETS + 1]; /* by size, +Inf last */
     uint64_t batch_sum;               /* images over all batches */
     double forward_seconds;           /* time in forward passes */
-    int queue_depth;                  /* images waiting for the batcher */
+    int queue_depth;                  /* images waiting for the scheduler */
     int work_queue;                   /* requests waiting for a worker */
     int64_t precompute_embedded, precompute_failed; /* start-up precompute */
     int loading;                      /* 1 while the model loads */
     double uptime_s;
 };
 
-/* Upper bounds of the batch size histogram buckets. */
-extern const int http_metrics_batch_bounds[HTTP_METRICS_BATCH_BUCKETS];
 
 void http_metrics_init(struct http_metrics *m);
 
@@ -55,8 +54,6 @@ void http_metrics_init(struct http_metrics *m);
 void http_metrics_request(struct http_metrics *m, enum http_route r, int status,
                           double seconds);
 
-/* Bucket index of a batch of n images. */
-int http_metrics_batch_bucket(int n);
 
 /* The exposition text (malloc'd, *len bytes), or NULL when out of memory. */
 char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extra *x,

@@ -10,7 +10,7 @@
  *    through the engine right after the scan, where their SHA-256 decides
  *    whether they are embedded again (index's rule).
  * 2. Waiting items are embedded in rounds of up to ROUND_BATCHES batches by
- *    ingest_run, whose inference goes through the batcher at low priority;
+ *    ingest_run, whose inference goes through the scheduler at low priority;
  *    each batch is one transaction. The engine reads each item again before
  *    writing: if its source or digest changed meanwhile (a PUT replaced
  *    it), the vector is dropped.
@@ -38,7 +38,7 @@
 struct http_precompute {
     struct store *st;
     struct pipe *p;
-    struct http_batcher *b;
+    struct pipe_sched *sched; /* inference, at low priority */
     struct http_precompute_opts o;
     pthread_t th;
     pthread_mutex_t mu;
@@ -133,11 +133,11 @@ static int nap(struct http_precompute *pc, int ms, int until_woken)
     return s;
 }
 
-/* Inference through the batcher, behind the HTTP requests. */
+/* Inference through the scheduler, behind the HTTP requests. */
 static int on_embed(void *ctx, const float *px, int n, float *out, struct err *err)
 {
     struct http_precompute *pc = ctx;
-    int rc = http_batcher_embed(pc->b, px, n, out, 0, 1, err);
+    int rc = pipe_sched_images(pc->sched, px, n, out, 0, 1, err);
     if (pc->o.pause_ms)
         nap(pc, pc->o.pause_ms, 0);
     return rc;
@@ -382,7 +382,7 @@ out:
 }
 
 int http_precompute_start(struct http_precompute **out, struct store *st, struct pipe *p,
-                          struct http_batcher *b, const struct http_precompute_opts *o,
+                          struct pipe_sched *b, const struct http_precompute_opts *o,
                           struct err *err)
 {
     *out = NULL;
@@ -395,7 +395,7 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
         return err_set(err, ERR_NOMEM, "out of memory");
     pc->st = st;
     pc->p = p;
-    pc->b = b;
+    pc->sched = b;
     pc->o = *o;
     pc->wake_seq = INT64_MAX;
     pc->pr.state = o->nroots ? HTTP_PC_SCANNING : HTTP_PC_EMBEDDING;

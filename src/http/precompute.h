@@ -1,6 +1,6 @@
 /* precompute.h - the start-up precompute: catalog folders are scanned into
  * the store and every item waiting for an embedding is embedded in the
- * background, through the batcher at low priority, while the server
+ * background, through the scheduler at low priority, while the server
  * already answers.
  *
  * It runs on the ingest library (src/ingest/ingest.h), with the rules of
@@ -21,7 +21,7 @@
 
 #include <stdint.h>
 
-#include "http/batcher.h"
+#include "pipe/sched.h"
 #include "pipe/pipe.h"
 #include "store/store.h"
 #include "util/err.h"
@@ -65,7 +65,7 @@ const char *http_precompute_state_name(enum http_precompute_state s);
 
 /* Starts the worker thread. st, p and b must outlive it. */
 int http_precompute_start(struct http_precompute **out, struct store *st, struct pipe *p,
-                          struct http_batcher *b, const struct http_precompute_opts *o,
+                          struct pipe_sched *b, const struct http_precompute_opts *o,
                           struct err *err);
 
 /* An item with sequence number seq now waits for an embedding. */

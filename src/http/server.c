@@ -1182,9 +1182,9 @@ int http_server_load(struct http_server *s, struct err *err)
     free(up);
     if (rc)
         goto fail;
-    struct http_batcher_opts bo = {.max_batch = c->max_batch,
+    struct pipe_sched_opts bo = {.max_batch = c->max_batch,
                                    .max_wait_us = c->batch_wait_ms * 1000};
-    if ((rc = http_batcher_new(&s->batcher, s->pipe, &bo, err)))
+    if ((rc = pipe_sched_new(&s->sched, s->pipe, &bo, err)))
         goto fail;
     struct http_precompute_opts pco = {
         .roots = (const char *const *)s->roots,
@@ -1195,7 +1195,7 @@ int http_server_load(struct http_server *s, struct err *err)
         .log = precompute_log,
         .log_ctx = s,
     };
-    if ((rc = http_precompute_start(&s->pc, s->store, s->pipe, s->batcher, &pco, err)))
+    if ((rc = http_precompute_start(&s->pc, s->store, s->pipe, s->sched, &pco, err)))
         goto fail;
     atomic_store(&s->state, HTTP__READY);
     char desc[256];
@@ -1275,8 +1275,8 @@ void http_server_shutdown(struct http_server *s, int grace_s)
     s->nworkers = 0;
     http_precompute_stop(s->pc);
     s->pc = NULL;
-    http_batcher_free(s->batcher);
-    s->batcher = NULL;
+    pipe_sched_free(s->sched);
+    s->sched = NULL;
 }
 
 int http_server_free(struct http_server *s, struct err *err)
