@@ -27,6 +27,7 @@
  *    one error table (util/err.h).
  */
 #include "http/http_int.h"
+#include "query/query.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +47,6 @@
 #include "util/jsonscan.h"
 #include "util/utf8.h"
 
-#define MAX_K 1000           /* hits per search */
-#define SEARCH_SLACK 4       /* extra hits asked of the store (see search) */
 #define MAX_LABELS 256       /* labels per /classify */
 #define MAX_LABEL_BYTES 300  /* bytes per label */
 #define MAX_TEXT_BYTES 65536 /* bytes of a text query */
@@ -552,7 +551,6 @@ static void search(struct http_req *r)
     struct err e = {0};
     struct blob b;
     struct filters fs = {.n = 0};
-    struct store_item it = {0};
     struct store_hit *hits = NULL;
     size_t nh = 0;
     float *q = malloc(sizeof(float) * (size_t)dim);
@@ -577,10 +575,10 @@ static void search(struct http_req *r)
                       : "nothing to search with: give an image, \"text\", \"vector\" or \"id\"");
         goto fail;
     }
-    if ((v = param(r, "k", nb[2], sizeof nb[2])) && http_parse_long("k", v, 1, MAX_K, &k, &e))
+    if ((v = param(r, "k", nb[2], sizeof nb[2])) && http_parse_long("k", v, 1, QUERY_K_MAX, &k, &e))
         goto fail;
     if ((v = param(r, "offset", nb[2], sizeof nb[2])) &&
-        http_parse_long("offset", v, 0, STORE_K_MAX - MAX_K - 1 - SEARCH_SLACK, &offset, &e))
+        http_parse_long("offset", v, 0, QUERY_OFFSET_MAX, &offset, &e))
         goto fail;
     if ((v = param(r, "min_score", nb[2], sizeof nb[2])) &&
         http_parse_float("min_score", v, -1, 1, &min_score, &e))
@@ -631,32 +629,23 @@ static void search(struct http_req *r)
             goto fail;
         }
     } else {
-        if (store_get(s->store, id, &it, &e))
+        if (query_item_vector(s->store, id, q, &e))
             goto fail;
-        if (!it.embedding) {
-            err_set(&e, ERR_CONFLICT, "item '%.200s' has no embedding yet", id);
-            goto fail;
-        }
-        memcpy(q, it.embedding, sizeof(float) * (size_t)dim);
     }
-    struct store_query sq = {
-        .vec = q,
-        /* the item itself is dropped below; the slack covers hits deleted
-         * between the index search and the row reads, which the store skips */
-        .k = (int)k + (id ? 1 : 0) + SEARCH_SLACK,
+    /* the query layer leaves the item of an id search out (query.h) */
+    struct query_opts qo = {
+        .k = (int)k,
         .offset = (int)offset,
         .min_score = min_score,
         .filters = fs.n ? fs.f : NULL,
         .n_filters = fs.n,
         .ef = (int)ef,
     };
-    if (store_search(s->store, &sq, &hits, &nh, &e))
+    if (query_search(s->store, q, id, &qo, &hits, &nh, &e))
         goto fail;
     json_t *res = json_array();
     long shown = 0;
-    for (size_t i = 0; i < nh && shown < k; i++) {
-        if (id && !strcmp(hits[i].id, id))
-            continue;
+    for (size_t i = 0; i < nh; i++) {
         json_t *h = json_object();
         json_object_set_new(h, "id", str_json(hits[i].id));
         json_t *score = json_real(hits[i].score); /* NULL for a NaN */
@@ -682,7 +671,6 @@ fail:
     http__reply_err(r, &e);
 out:
     store_hits_free(hits, nh);
-    store_item_clear(&it);
     filters_free(&fs);
     blob_free(&b);
     free(q);

@@ -31,8 +31,9 @@
 #define QUERY_SLACK 4 /* extra hits asked of the store: rows deleted between
                          its index search and its row reads are skipped */
 #define QUERY_OFFSET_MAX (STORE_K_MAX - QUERY_K_MAX - 1 - QUERY_SLACK)
-/* A query vector shorter than this (L2) has no direction to search by. */
-#define QUERY_MIN_NORM 1e-12f
+/* A query vector shorter than this (L2) has no direction to search by:
+ * the store's own limit. */
+#define QUERY_MIN_NORM ((float)STORE_VEC_MIN_NORM)
 
 struct query_opts {
     int k;                               /* hits wanted, 1..QUERY_K_MAX */
