@@ -754,17 +754,6 @@ static int get_labels(struct http_req *r, struct labels *l, struct err *err)
     return rc;
 }
 
-struct ranked {
-    int idx;
-    float p, logit;
-};
-
-static int by_prob(const void *a, const void *b)
-{
-    const struct ranked *x = a, *y = b;
-    return x->p < y->p ? 1 : x->p > y->p ? -1 : x->idx - y->idx;
-}
-
 static void classify(struct http_req *r)
 {
     if (load_json(r))
@@ -775,8 +764,8 @@ static void classify(struct http_req *r)
     struct labels l = {.n = 0};
     struct blob b;
     char *texts[MAX_LABELS] = {0};
-    float *lv = NULL, *iv = NULL, *probs = NULL, *logits = NULL;
-    struct ranked *rk = NULL;
+    float *lv = NULL, *iv = NULL;
+    struct query_label *rk = NULL;
     char nb[2][64];
     get_image(r, &b);
     if (!b.present) {
@@ -787,7 +776,7 @@ static void classify(struct http_req *r)
         goto fail;
     const char *tpl = param(r, "template", nb[0], sizeof nb[0]);
     if (!tpl || !*tpl)
-        tpl = "a photo of {}";
+        tpl = QUERY_TEMPLATE_DEFAULT;
     if (strlen(tpl) > 1000) {
         err_set(&e, ERR_INVALID_ARGUMENT, "\"template\" is over 1000 bytes");
         goto fail;
@@ -798,25 +787,16 @@ static void classify(struct http_req *r)
         goto fail;
     lv = malloc(sizeof(float) * (size_t)dim * (size_t)l.n);
     iv = malloc(sizeof(float) * (size_t)dim);
-    probs = malloc(sizeof(float) * (size_t)l.n);
-    logits = malloc(sizeof(float) * (size_t)l.n);
     rk = malloc(sizeof *rk * (size_t)l.n);
-    if (!lv || !iv || !probs || !logits || !rk) {
+    if (!lv || !iv || !rk) {
         err_set(&e, ERR_NOMEM, "out of memory");
         goto fail;
     }
-    const char *at = strstr(tpl, "{}");
-    for (int i = 0; i < l.n; i++) {
-        size_t n = strlen(tpl) + strlen(l.v[i]) + 2;
-        if (!(texts[i] = malloc(n))) {
+    for (int i = 0; i < l.n; i++)
+        if (!(texts[i] = query_label_text(tpl, l.v[i]))) {
             err_set(&e, ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (at)
-            snprintf(texts[i], n, "%.*s%s%s", (int)(at - tpl), tpl, l.v[i], at + 2);
-        else
-            snprintf(texts[i], n, "%s %s", tpl, l.v[i]);
-    }
     if (b.rc || embed_blobs(r, &b, 1, iv, 0) != 1) {
         e = b.err;
         goto fail;
@@ -825,14 +805,12 @@ static void classify(struct http_req *r)
         goto fail;
     atomic_fetch_add_explicit(&s->metrics.text_embeddings, (uint_fast64_t)l.n,
                               memory_order_relaxed);
-    pipe_zero_shot(iv, lv, l.n, dim, clip_logit_scale(s->pipe->model), probs, logits);
-    for (int i = 0; i < l.n; i++)
-        rk[i] = (struct ranked){i, probs[i], logits[i]};
-    qsort(rk, (size_t)l.n, sizeof *rk, by_prob);
+    if (query_rank_labels(iv, lv, l.n, dim, clip_logit_scale(s->pipe->model), rk, &e))
+        goto fail;
     json_t *arr = json_array();
     for (int i = 0; i < l.n && i < top; i++)
         json_array_append_new(arr, json_pack("{s:o,s:f,s:f}", "label", str_json(l.v[rk[i].idx]),
-                                             "prob", (double)rk[i].p, "logit",
+                                             "prob", (double)rk[i].prob, "logit",
                                              (double)rk[i].logit));
     json_t *j = json_object();
     json_object_set_new(j, "labels", arr);
@@ -849,8 +827,6 @@ out:
     blob_free(&b);
     free(lv);
     free(iv);
-    free(probs);
-    free(logits);
     free(rk);
 }
 
