@@ -78,6 +78,13 @@
  *     duplicates by node id). Among scores within TIE_EPS, the vectors
  *     bit-identical to the query come first (rank_final), in the graph
  *     search and the exact scan alike.
+ *
+ * Size: one file (about 2,400 lines) because the graph's invariants (the
+ * layer-0 parent tree, tombstones, the duplicate cap) are kept by insert,
+ * delete, compaction and load together, and they share the node layout.
+ * The next split is along the index file's sections (header, nodes, links,
+ * checksum) into hnsw_file.c, which issue 10 asks for; until then this
+ * file is the whole index.
  */
 #include "store/hnsw.h"
 
