@@ -79,102 +79,14 @@
  *     bit-identical to the query come first (rank_final), in the graph
  *     search and the exact scan alike.
  *
- * Size: one file (about 2,400 lines) because the graph's invariants (the
- * layer-0 parent tree, tombstones, the duplicate cap) are kept by insert,
- * delete, compaction and load together, and they share the node layout.
- * The next split is along the index file's sections (header, nodes, links,
- * checksum) into hnsw_file.c, which issue 10 asks for; until then this
- * file is the whole index.
+ * Files: this one holds the label map, the scratch pool, search and the
+ * lifecycle; hnsw_build.c the writers (insert, delete, compaction and the
+ * reachability repair that design points 8 and 9 describe); hnsw_file.c
+ * validation and the file format (save, load by section). hnsw_int.h is
+ * the node layout they share, with the hnsw__ functions one file lends
+ * another.
  */
-#include "store/hnsw.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <immintrin.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "store/vec.h"
-
-#define NONE 0xFFFFFFFFu
-#define HEADER_BYTES 80
-#define MAGIC "IMGHNSW\0"
-#define VERSION 1
-
-struct cand {
-    float s;     /* score against the current query */
-    uint32_t id; /* node */
-};
-
-/* Per-search working memory (one per concurrent search or insert). */
-struct scratch {
-    uint32_t *mark;       /* visited stamps, one per node */
-    size_t mark_cap;      /* nodes covered by mark */
-    uint32_t epoch;       /* stamp of the current search */
-    struct cand *cq;      /* candidate max-heap */
-    struct cand *rq;      /* result min-heap (worst on top) */
-    size_t q_cap;         /* room in cq and rq */
-    struct cand *eps;     /* entry points for the next level (insert) */
-    struct cand *tmp;     /* sorting / heuristic buffer */
-    size_t tmp_cap;       /* room in tmp */
-    uint32_t *batch;      /* unvisited neighbours of one node */
-    float *qv;            /* normalised query */
-    int8_t *qc;           /* query codes */
-    uint32_t *dk;         /* distinct result scores (float bits), open addressing */
-    uint32_t *dn;         /* results holding each score; 0: empty slot */
-    size_t d_cap;         /* slots in dk, dn (power of two) */
-    struct scratch *next; /* pool link */
-};
-
-struct slot {
-    int64_t label; /* key */
-    uint32_t node; /* NONE: empty slot */
-};
-
-struct hnsw {
-    int dim;                /* vector length */
-    int m;                  /* max degree above layer 0 */
-    int m0;                 /* max degree on layer 0 (2*m) */
-    int efc;                /* ef_construction */
-    int efs;                /* default ef_search */
-    int quant;              /* traverse with int8 codes */
-    double max_del;         /* compaction threshold (fraction of nodes) */
-    double ml;              /* level multiplier 1/ln(m) */
-    uint64_t rng;           /* level generator state */
-    size_t cstride;         /* bytes per code row (dim rounded up to 64) */
-    uint32_t n;             /* nodes */
-    uint32_t cap;           /* allocated nodes */
-    uint32_t n_deleted;     /* tombstones */
-    float *vecs;            /* (cap, dim) normalised vectors */
-    int8_t *codes;          /* (cap, cstride) int8 codes, zero padded */
-    float *scales;          /* code scale per node: 1 / |codes| */
-    float *selfs;           /* score of each node with itself (what a copy scores) */
-    uint32_t *parent;       /* layer-0 tree: the node whose list keeps this one reachable
-                               (that link is never dropped); NONE for the entry */
-    int64_t *labels;        /* label per node */
-    uint8_t *levels;        /* top level per node */
-    uint8_t *flags;         /* bit 0: tombstone */
-    uint32_t *links0;       /* (cap, 1 + m0): count then ids */
-    uint32_t **upper;       /* per node: levels[i] blocks of (1 + m), or NULL */
-    int max_level;          /* level of the entry point */
-    uint32_t entry;         /* entry node, NONE when empty */
-    struct slot *map;       /* label -> live node, open addressing */
-    size_t map_cap;         /* slots (power of two) */
-    size_t map_n;           /* used slots */
-    int64_t covered;        /* caller's number */
-    uint64_t tag;           /* caller's tag */
-    vec_dot_fn dotf;        /* float kernel */
-    vec_dot_i8_fn doti8;    /* int8 kernel */
-    pthread_mutex_t pool_mu; /* guards pool */
-    struct scratch *pool;   /* idle scratches */
-};
-
-#define FLAG_DELETED 1u
+#include "store/hnsw_int.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -188,44 +100,12 @@ void hnsw_params_default(struct hnsw_params *p)
     p->seed = 0;
 }
 
-static inline uint32_t *links(const struct hnsw *h, uint32_t i, int l)
-{
-    return l == 0 ? h->links0 + (size_t)i * (1 + (size_t)h->m0)
-                  : h->upper[i] + (size_t)(l - 1) * (1 + (size_t)h->m);
-}
 
-static inline int maxdeg(const struct hnsw *h, int l) { return l == 0 ? h->m0 : h->m; }
-static inline int is_del(const struct hnsw *h, uint32_t i) { return h->flags[i] & FLAG_DELETED; }
 
-static inline const float *vec_of(const struct hnsw *h, uint32_t i)
-{
-    return h->vecs + (size_t)i * h->dim;
-}
 
-static inline const int8_t *code_of(const struct hnsw *h, uint32_t i)
-{
-    return h->codes + (size_t)i * h->cstride;
-}
 
-/* What a search compares against: a float vector and its codes. */
-struct query {
-    const float *v;  /* normalised vector */
-    const int8_t *c; /* codes (cstride bytes) */
-    float s;         /* code scale */
-};
 
-static inline float qscore(const struct hnsw *h, const struct query *q, uint32_t i)
-{
-    if (h->quant)
-        return q->s * h->scales[i] * (float)h->doti8(q->c, code_of(h, i), h->cstride);
-    return h->dotf(q->v, vec_of(h, i), (size_t)h->dim);
-}
 
-static inline float nscore(const struct hnsw *h, uint32_t a, uint32_t b)
-{
-    struct query q = {vec_of(h, a), code_of(h, a), h->scales[a]};
-    return qscore(h, &q, b);
-}
 
 /* Codes of the normalised vector x into c (cstride bytes) and their scale.
  * The scale is 1 / |c|, not max|x| / 127: a code score is then the cosine
@@ -242,17 +122,12 @@ static float encode(const struct hnsw *h, const float *x, int8_t *c)
 }
 
 /* Fills the scale, codes and self score of node i from its vector. */
-static void set_codes(struct hnsw *h, uint32_t i)
+void hnsw__set_codes(struct hnsw *h, uint32_t i)
 {
     h->scales[i] = encode(h, vec_of(h, i), h->codes + (size_t)i * h->cstride);
     h->selfs[i] = nscore(h, i, i);
 }
 
-/* Is x an exact (or near-exact) duplicate of node b, given their score s?
- * Copies score exactly selfs[b] with each other (same bytes, same
- * arithmetic); anything else scores lower unless it is closer to b than
- * float rounding can tell. */
-static inline int is_dup(const struct hnsw *h, uint32_t b, float s) { return s >= h->selfs[b]; }
 
 static inline void prefetch_node(const struct hnsw *h, uint32_t i)
 {
@@ -272,14 +147,14 @@ static uint64_t splitmix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static int random_level(struct hnsw *h)
+int hnsw__random_level(struct hnsw *h)
 {
     double u = ((double)(splitmix(&h->rng) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1] */
     double l = -log(u) * h->ml;
     return l >= HNSW_MAX_LEVEL ? HNSW_MAX_LEVEL : (int)l;
 }
 
-static void *xalloc_aligned(size_t bytes)
+void *hnsw__xalloc_aligned(size_t bytes)
 {
     void *p = NULL;
     if (bytes == 0)
@@ -302,7 +177,7 @@ static inline size_t hash64(int64_t k)
     return (size_t)x;
 }
 
-static uint32_t map_get(const struct hnsw *h, int64_t label)
+uint32_t hnsw__map_get(const struct hnsw *h, int64_t label)
 {
     if (!h->map_cap)
         return NONE;
@@ -339,7 +214,7 @@ static int map_grow(struct hnsw *h)
 
 /* Sets label -> node; returns 1 if the label was already present (and
  * updates it), 0 if added, -1 on allocation failure. */
-static int map_put(struct hnsw *h, int64_t label, uint32_t node)
+int hnsw__map_put(struct hnsw *h, int64_t label, uint32_t node)
 {
     if ((h->map_n + 1) * 4 > h->map_cap * 3 && map_grow(h))
         return -1;
@@ -359,7 +234,7 @@ static int map_put(struct hnsw *h, int64_t label, uint32_t node)
 }
 
 /* Linear probing deletion by backward shift: no tombstones in the map. */
-static void map_del(struct hnsw *h, int64_t label)
+void hnsw__map_del(struct hnsw *h, int64_t label)
 {
     if (!h->map_cap)
         return;
@@ -385,7 +260,7 @@ static void map_del(struct hnsw *h, int64_t label)
     h->map[i].node = NONE;
 }
 
-static void map_clear(struct hnsw *h)
+void hnsw__map_clear(struct hnsw *h)
 {
     for (size_t i = 0; i < h->map_cap; i++)
         h->map[i].node = NONE;
@@ -412,7 +287,7 @@ static void scratch_free(struct scratch *s)
 }
 
 /* A scratch with room for ef candidates and n nodes' stamps. */
-static struct scratch *scratch_get(struct hnsw *h, size_t ef)
+struct scratch *hnsw__scratch_get(struct hnsw *h, size_t ef)
 {
     pthread_mutex_lock(&h->pool_mu);
     struct scratch *s = h->pool;
@@ -424,8 +299,8 @@ static struct scratch *scratch_get(struct hnsw *h, size_t ef)
         if (!s)
             return NULL;
         s->batch = malloc(((size_t)h->m0 + 1) * sizeof *s->batch);
-        s->qv = xalloc_aligned((size_t)h->dim * sizeof(float));
-        s->qc = xalloc_aligned(h->cstride);
+        s->qv = hnsw__xalloc_aligned((size_t)h->dim * sizeof(float));
+        s->qc = hnsw__xalloc_aligned(h->cstride);
         if (!s->batch || !s->qv || !s->qc) {
             scratch_free(s);
             return NULL;
@@ -473,7 +348,7 @@ fail:
     return NULL;
 }
 
-static void scratch_put(struct hnsw *h, struct scratch *s)
+void hnsw__scratch_put(struct hnsw *h, struct scratch *s)
 {
     pthread_mutex_lock(&h->pool_mu);
     s->next = h->pool;
@@ -556,7 +431,7 @@ static inline void minh_pop(struct cand *a, size_t *n)
         a[i] = x;
 }
 
-static int cand_desc(const void *a, const void *b)
+int hnsw__cand_desc(const void *a, const void *b)
 {
     const struct cand *x = a, *y = b;
     if (x->s != y->s)
@@ -588,13 +463,6 @@ static uint32_t greedy(const struct hnsw *h, const struct query *q, uint32_t ep,
     }
     return ep;
 }
-
-struct layer_opts {
-    hnsw_accept_fn accept; /* NULL: all */
-    void *ctx;             /* for accept */
-    size_t budget;         /* max nodes visited, 0: no limit */
-    int over;              /* out: budget exceeded */
-};
 
 static inline int admit(const struct hnsw *h, const struct layer_opts *o, uint32_t i)
 {
@@ -717,7 +585,7 @@ static int scratch_grow(struct scratch *s, size_t want, int m0)
  * the results (admitted nodes only, every copy of a kept score) are left
  * in s->rq as a min-heap; returns their count. Out of memory ends the
  * search early with o->over set. */
-static size_t search_layer(const struct hnsw *h, struct scratch *s,
+size_t hnsw__search_layer(const struct hnsw *h, struct scratch *s,
                            const struct query *q, const struct cand *ep, size_t nep,
                            size_t ef, int level, struct layer_opts *o)
 {
@@ -804,7 +672,7 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s,
 }
 
 /* Entry point for level `level`: greedy descent from the top. */
-static uint32_t descend(const struct hnsw *h, const struct query *q, int level,
+uint32_t hnsw__descend(const struct hnsw *h, const struct query *q, int level,
                         float *eps)
 {
     uint32_t ep = h->entry;
@@ -848,7 +716,7 @@ static int exact_accept(size_t row, void *p)
  * (a copy may have rounded a little below a near duplicate). */
 static void rank_final(const struct hnsw *h, const float *qv, struct cand *t, size_t n)
 {
-    qsort(t, n, sizeof *t, cand_desc);
+    qsort(t, n, sizeof *t, hnsw__cand_desc);
     size_t vb = (size_t)h->dim * sizeof(float);
     for (size_t a = 0; a < n;) {
         size_t b = a + 1;
@@ -963,26 +831,26 @@ int hnsw_search(const struct hnsw *h, const float *q, size_t k, int ef,
         efz = k;
     /* The pool is logically const: it only hands out scratch memory. */
     struct hnsw *hm = (struct hnsw *)h;
-    struct scratch *s = scratch_get(hm, efz);
+    struct scratch *s = hnsw__scratch_get(hm, efz);
     if (!s)
         return err_set(err, ERR_NOMEM, "hnsw: no memory for a search");
     struct query qq = {NULL, NULL, 0};
     int rc = prepare_query(h, s, q, &qq, err);
     if (rc) {
-        scratch_put(hm, s);
+        hnsw__scratch_put(hm, s);
         return rc;
     }
     float eps;
-    uint32_t ep = descend(h, &qq, 0, &eps);
+    uint32_t ep = hnsw__descend(h, &qq, 0, &eps);
     struct layer_opts o = {accept, ctx, 0, 0};
     if (accept) /* past this many visits an exact scan is cheaper */
         o.budget = h->n / 8 + 20 * efz;
     struct cand e0 = {eps, ep};
-    size_t nr = search_layer(h, s, &qq, &e0, 1, efz, 0, &o);
+    size_t nr = hnsw__search_layer(h, s, &qq, &e0, 1, efz, 0, &o);
     size_t want = k < live ? k : live;
     if (o.over || nr < want) {
         rc = exact_scan(h, qq.v, k, accept, ctx, out, n_out, err);
-        scratch_put(hm, s);
+        hnsw__scratch_put(hm, s);
         return rc;
     }
     /* Re-score in float32 (exact cosine) and keep the best k. */
@@ -999,685 +867,8 @@ int hnsw_search(const struct hnsw *h, const float *q, size_t k, int ef,
         out[i].score = t[i].s;
     }
     *n_out = n;
-    scratch_put(hm, s);
+    hnsw__scratch_put(hm, s);
     return 0;
-}
-
-/* ---- insert ------------------------------------------------------------ */
-
-/* The most copies of its own vector a list of mmax neighbours keeps: the
- * rest of the list goes to distinct neighbours, so searches that reach a
- * group of copies can leave it. */
-static inline uint32_t dup_cap(int mmax) { return mmax > 1 ? (uint32_t)mmax / 2 : 1; }
-
-/* The paper's heuristic: walk the candidates best first and keep one only
- * if it is not more similar to a neighbour kept so far than to the base.
- * Copies of the base itself (is_dup) are exactly as similar to each other
- * as to the base, so the heuristic never prunes them and they would fill
- * the list (leaving a group of copies without a way out); they are kept
- * first, up to dup_cap(mmax). Copies of another vector prune each other
- * (one of them is kept). c is sorted best first, ties by node id, so the
- * oldest copies are the ones kept. out[0 .. k0) are kept already (the
- * list's pinned entries, see pinned) and count as kept neighbours. Writes
- * at most mmax ids to out; returns the count. */
-static uint32_t select_neighbors(const struct hnsw *h, uint32_t base, const struct cand *c,
-                                 size_t nc, int mmax, uint32_t *out, uint32_t k0)
-{
-    uint32_t k = k0, ndup = 0, cap = dup_cap(mmax);
-    for (uint32_t j = 0; j < k0; j++)
-        ndup += is_dup(h, base, nscore(h, base, out[j]));
-    for (size_t i = 0; i < nc && k < (uint32_t)mmax; i++) {
-        if (is_dup(h, base, c[i].s)) {
-            if (ndup < cap) {
-                out[k++] = c[i].id;
-                ndup++;
-            }
-            continue;
-        }
-        int good = 1;
-        for (uint32_t j = 0; j < k; j++) {
-            if (nscore(h, c[i].id, out[j]) > c[i].s) {
-                good = 0;
-                break;
-            }
-        }
-        if (good)
-            out[k++] = c[i].id;
-    }
-    return k;
-}
-
-/* Is x's link from b on level l the one that keeps x reachable (its tree
- * edge, see design note 9)? Such an entry is never dropped from b's list
- * unless x gets another parent. */
-static inline int pinned(const struct hnsw *h, uint32_t b, int l, uint32_t x)
-{
-    return l == 0 && h->parent[x] == b;
-}
-
-/* Copies of node b in its list on level l. */
-static uint32_t count_dups(const struct hnsw *h, uint32_t b, int l)
-{
-    const uint32_t *lst = links(h, b, l);
-    uint32_t d = 0;
-    for (uint32_t j = 1; j <= lst[0]; j++)
-        d += is_dup(h, b, nscore(h, b, lst[j]));
-    return d;
-}
-
-/* Adds `add` (score s with b) to the list of node b on level l, re-selecting
- * the list with the heuristic when it is full or already holds its share
- * of copies of b. The re-selection keeps b's pinned entries (tombstones
- * included: they route to their children) and drops the other tombstones.
- * tmp has room for maxdeg + 1 candidates. Returns 1 when `add` is in the
- * list afterwards. */
-static int add_link(const struct hnsw *h, uint32_t b, uint32_t add, float s, int l,
-                    struct cand *tmp)
-{
-    uint32_t *lst = links(h, b, l);
-    int mmax = maxdeg(h, l);
-    uint32_t cnt = lst[0];
-    for (uint32_t j = 1; j <= cnt; j++)
-        if (lst[j] == add)
-            return 1;
-    if (cnt < (uint32_t)mmax &&
-        (!is_dup(h, b, s) || count_dups(h, b, l) < dup_cap(mmax))) {
-        lst[1 + cnt] = add;
-        lst[0] = cnt + 1;
-        return 1;
-    }
-    size_t nc = 0;
-    uint32_t npin = 0;
-    for (uint32_t j = 1; j <= cnt; j++) {
-        uint32_t x = lst[j];
-        if (pinned(h, b, l, x))
-            lst[1 + npin++] = x; /* npin < j: compacts in place */
-        else if (!is_del(h, x))
-            tmp[nc++] = (struct cand){nscore(h, b, x), x};
-    }
-    tmp[nc++] = (struct cand){s, add};
-    qsort(tmp, nc, sizeof *tmp, cand_desc);
-    lst[0] = select_neighbors(h, b, tmp, nc, mmax, lst + 1, npin);
-    for (uint32_t j = 1; j <= lst[0]; j++)
-        if (lst[j] == add)
-            return 1;
-    return 0;
-}
-
-static int in_list(const uint32_t *lst, uint32_t x)
-{
-    for (uint32_t j = 1; j <= lst[0]; j++)
-        if (lst[j] == x)
-            return 1;
-    return 0;
-}
-
-/* Puts x into node i's list on level l, i's links being new (no node's
- * reachability depends on them yet but its pinned entries', which stay):
- * in place of i's newest unpinned copy when x is a copy of i and i holds
- * its share of them, else appended, else in place of i's worst unpinned
- * entry. A new node pins at most two entries (one from force_link, one as
- * the new entry point) and a list holds at least 4, so there is always an
- * unpinned one. */
-static void give_link(struct hnsw *h, uint32_t i, int l, uint32_t x)
-{
-    uint32_t *il = links(h, i, l);
-    int mmax = maxdeg(h, l);
-    if (is_dup(h, i, nscore(h, i, x)) && count_dups(h, i, l) >= dup_cap(mmax)) {
-        uint32_t w = 0;
-        for (uint32_t j = 1; j <= il[0]; j++)
-            if (!pinned(h, i, l, il[j]) && is_dup(h, i, nscore(h, i, il[j])) &&
-                (!w || il[j] > il[w]))
-                w = j;
-        if (w) {
-            il[w] = x;
-            return;
-        }
-    }
-    if (il[0] < (uint32_t)mmax) {
-        il[++il[0]] = x;
-        return;
-    }
-    uint32_t w = 0;
-    float ws = 0;
-    for (uint32_t j = 1; j <= il[0]; j++) {
-        if (pinned(h, i, l, il[j]))
-            continue;
-        float sj = nscore(h, i, il[j]);
-        if (!w || sj < ws) {
-            ws = sj;
-            w = j;
-        }
-    }
-    if (w)
-        il[w] = x;
-}
-
-/* Puts i into the list of b on level l, making room if the list is full or
- * holds its share of copies of b (i being one): in place of an entry x that
- * i links to, so whatever reached x through b still does, through i
- * (b -> i -> x); without such an entry, b gives up its worst entry (its
- * newest copy when i is a copy: b keeps its links out of the group), which
- * i takes over. An x pinned in b's list (b its parent) gets i as its
- * parent: i is not below x in the tree (i is new, or unreachable), so the
- * tree stays a tree. Only for an i whose own links nothing depends on yet
- * (a new node, or one no search can reach). */
-static void force_link(struct hnsw *h, uint32_t b, uint32_t i, int l)
-{
-    uint32_t *bl = links(h, b, l);
-    int mmax = maxdeg(h, l);
-    if (in_list(bl, i))
-        return;
-    int dup = is_dup(h, b, nscore(h, b, i));
-    if (bl[0] < (uint32_t)mmax && (!dup || count_dups(h, b, l) < dup_cap(mmax))) {
-        bl[++bl[0]] = i;
-        return;
-    }
-    /* The entry to give up: one i links to if any, else the worst; among
-     * equals the newest (highest id). */
-    uint32_t pick = 0, pick_in = 0;
-    float pick_s = 0;
-    for (int only_dups = dup; !pick && only_dups >= 0; only_dups--)
-        for (uint32_t j = 1; j <= bl[0]; j++) {
-            float sx = nscore(h, b, bl[j]);
-            if (only_dups && !is_dup(h, b, sx))
-                continue;
-            uint32_t inm = in_list(links(h, i, l), bl[j]);
-            if (!pick || inm > pick_in ||
-                (inm == pick_in && (sx < pick_s || (sx == pick_s && bl[j] > bl[pick])))) {
-                pick = j;
-                pick_in = inm;
-                pick_s = sx;
-            }
-        }
-    uint32_t x = bl[pick]; /* pick > 0: a full list is not empty */
-    bl[pick] = i;
-    if (!pick_in)
-        give_link(h, i, l, x);
-    if (pinned(h, b, l, x))
-        h->parent[x] = i;
-}
-
-/* Makes sure the new node i has an incoming link on level l that lasts (a
- * node nobody links to is never found). mine[0 .. nm) are i's neighbours,
- * best first, mine_s their scores. When i has copies among them the link
- * must come from a copy: a copy's list never drops copies of itself (they
- * sort first and stay within dup_cap), while any other list keeps only the
- * oldest of a group of copies, so a link from there goes at its next
- * re-selection; and a search for the vector then walks from copy to copy.
- * The link is missing for the newest copy of a vector once the copies'
- * lists hold their share of copies, and for the outliers that every
- * neighbour prunes; it then comes from the best neighbour (the best copy,
- * when i has copies), by force_link. On layer 0 the link becomes i's tree
- * edge (pinned). Without neighbours (every node the search met was a
- * tombstone) the entry point links to i. */
-static void keep_reachable(struct hnsw *h, uint32_t i, int l, const uint32_t *mine,
-                           uint32_t nm, const float *mine_s)
-{
-    if (nm == 0) {
-        if (l == 0) {
-            force_link(h, h->entry, i, 0);
-            h->parent[i] = h->entry;
-        }
-        return;
-    }
-    int any_dup = is_dup(h, i, mine_s[0]); /* copies come first */
-    for (uint32_t j = 0; j < nm; j++)
-        if ((!any_dup || is_dup(h, i, mine_s[j])) && in_list(links(h, mine[j], l), i)) {
-            if (l == 0)
-                h->parent[i] = mine[j];
-            return;
-        }
-    force_link(h, mine[0], i, l);
-    if (l == 0)
-        h->parent[i] = mine[0];
-}
-
-/* Marks seen what a layer-0 walk from `from` reaches (through tombstones);
- * queue has room for n ids. With tree set, the walk also makes each node it
- * discovers a child of the node it came from. */
-static void walk0(const struct hnsw *h, uint32_t from, uint8_t *seen, uint32_t *queue,
-                  uint32_t *tree)
-{
-    size_t head = 0, tail = 0;
-    if (seen[from])
-        return;
-    seen[from] = 1;
-    queue[tail++] = from;
-    while (head < tail) {
-        uint32_t x = queue[head++];
-        const uint32_t *l = links(h, x, 0);
-        for (uint32_t j = 1; j <= l[0]; j++)
-            if (!seen[l[j]]) {
-                seen[l[j]] = 1;
-                if (tree)
-                    tree[l[j]] = x;
-                queue[tail++] = l[j];
-            }
-    }
-}
-
-/* The live node most similar to node i among those a layer-0 search from
- * the entry point finds (all reachable); -1 when none. */
-static int best_reachable(struct hnsw *h, struct scratch *s, uint32_t i, uint32_t *best)
-{
-    struct query q = {vec_of(h, i), code_of(h, i), h->scales[i]};
-    struct cand e0 = {qscore(h, &q, h->entry), h->entry};
-    struct layer_opts o = {NULL, NULL, 0, 0};
-    size_t nr = search_layer(h, s, &q, &e0, 1, (size_t)h->efc, 0, &o);
-    if (nr == 0)
-        return -1;
-    struct cand top = s->rq[0];
-    for (size_t j = 1; j < nr; j++)
-        if (s->rq[j].s > top.s || (s->rq[j].s == top.s && s->rq[j].id < top.id))
-            top = s->rq[j];
-    *best = top.id;
-    return 0;
-}
-
-/* Rebuilds the layer-0 tree (parent) from a walk from the entry point, and
- * links every live node the walk cannot reach from its best reachable node
- * (found by a layer-0 search from the entry), with force_link: nothing
- * reachable depends on an unreachable node's links. Run after compaction
- * (which re-selects lists wholesale and can orphan a node) and on load
- * (the file does not keep the tree; older builds orphaned copies of
- * duplicated vectors). Returns the count relinked, or -1 when out of
- * memory. */
-static long repair_reachability(struct hnsw *h)
-{
-    uint32_t n = h->n;
-    for (uint32_t i = 0; i < n; i++)
-        h->parent[i] = NONE;
-    if (n == 0 || h->entry == NONE)
-        return 0;
-    uint8_t *seen = calloc(n, 1);
-    uint32_t *queue = malloc((size_t)n * sizeof *queue);
-    if (!seen || !queue) {
-        free(seen);
-        free(queue);
-        return -1;
-    }
-    walk0(h, h->entry, seen, queue, h->parent);
-    long fixed = 0;
-    struct scratch *s = NULL;
-    for (uint32_t i = 0; i < n && fixed >= 0; i++) {
-        if (seen[i] || is_del(h, i))
-            continue;
-        if (!s && !(s = scratch_get(h, (size_t)h->efc))) {
-            fixed = -1;
-            break;
-        }
-        uint32_t b;
-        if (best_reachable(h, s, i, &b) == 0) {
-            force_link(h, b, i, 0);
-            h->parent[i] = b;
-            walk0(h, i, seen, queue, h->parent);
-            fixed++;
-        }
-    }
-    if (s)
-        scratch_put(h, s);
-    free(seen);
-    free(queue);
-    return fixed;
-}
-
-/* Links the new node i (already stored, level lv) into the graph. */
-static void connect_node(struct hnsw *h, struct scratch *s, uint32_t i, int lv)
-{
-    struct query q = {vec_of(h, i), code_of(h, i), h->scales[i]};
-    int top = lv < h->max_level ? lv : h->max_level;
-    float eps;
-    uint32_t ep = descend(h, &q, top, &eps);
-    /* As in the paper, all of a level's results seed the next level down. */
-    size_t nep = 1;
-    s->eps[0] = (struct cand){eps, ep};
-    uint32_t sel[HNSW_MAX_M];
-    float sel_s[HNSW_MAX_M];
-    for (int l = top; l >= 0; l--) {
-        struct layer_opts o = {NULL, NULL, 0, 0};
-        size_t nr = search_layer(h, s, &q, s->eps, nep, (size_t)h->efc, l, &o);
-        struct cand *t = s->tmp;
-        memcpy(t, s->rq, nr * sizeof *t);
-        qsort(t, nr, sizeof *t, cand_desc);
-        if (nr) { /* t is reused by add_link: keep the entries first */
-            memcpy(s->eps, t, nr * sizeof *t);
-            nep = nr;
-        }
-        uint32_t *mine = links(h, i, l);
-        uint32_t nm = select_neighbors(h, i, t, nr, h->m, mine + 1, 0);
-        mine[0] = nm;
-        /* mine may change below (keep_reachable): work on a copy. */
-        memcpy(sel, mine + 1, nm * sizeof *sel);
-        for (uint32_t j = 0, k = 0; j < nm; j++) {
-            while (s->eps[k].id != sel[j]) /* eps holds the sorted results */
-                k++;
-            sel_s[j] = s->eps[k].s;
-        }
-        for (uint32_t j = 0; j < nm; j++)
-            add_link(h, sel[j], i, sel_s[j], l, t);
-        keep_reachable(h, i, l, sel, nm, sel_s);
-    }
-    if (lv > h->max_level) {
-        /* i becomes the entry point and the root of the tree: it links to
-         * the old root, whose parent it becomes. */
-        uint32_t r = h->entry;
-        if (!in_list(links(h, i, 0), r))
-            give_link(h, i, 0, r);
-        h->parent[r] = i;
-        h->parent[i] = NONE;
-        h->max_level = lv;
-        h->entry = i;
-    }
-}
-
-static int grow(struct hnsw *h, size_t need)
-{
-    if (need <= h->cap)
-        return 0;
-    if (need > HNSW_MAX_NODES)
-        return -1;
-    size_t nc = h->cap ? (size_t)h->cap * 2 : 64;
-    while (nc < need)
-        nc *= 2;
-    if (nc > HNSW_MAX_NODES)
-        nc = HNSW_MAX_NODES;
-    size_t d = (size_t)h->dim;
-    float *v = xalloc_aligned(nc * d * sizeof *v);
-    int8_t *c = xalloc_aligned(nc * h->cstride);
-    uint32_t *l0 = xalloc_aligned(nc * (1 + (size_t)h->m0) * sizeof *l0);
-    float *sc = realloc(h->scales, nc * sizeof *sc);
-    if (sc)
-        h->scales = sc;
-    float *sf = realloc(h->selfs, nc * sizeof *sf);
-    if (sf)
-        h->selfs = sf;
-    uint32_t *pa = realloc(h->parent, nc * sizeof *pa);
-    if (pa)
-        h->parent = pa;
-    int64_t *lb = realloc(h->labels, nc * sizeof *lb);
-    if (lb)
-        h->labels = lb;
-    uint8_t *lv = realloc(h->levels, nc);
-    if (lv)
-        h->levels = lv;
-    uint8_t *fl = realloc(h->flags, nc);
-    if (fl)
-        h->flags = fl;
-    uint32_t **up = realloc(h->upper, nc * sizeof *up);
-    if (up)
-        h->upper = up;
-    if (!v || !c || !l0 || !sc || !sf || !pa || !lb || !lv || !fl || !up) {
-        free(v);
-        free(c);
-        free(l0);
-        return -1;
-    }
-    if (h->n) {
-        memcpy(v, h->vecs, (size_t)h->n * d * sizeof *v);
-        memcpy(c, h->codes, (size_t)h->n * h->cstride);
-        memcpy(l0, h->links0, (size_t)h->n * (1 + (size_t)h->m0) * sizeof *l0);
-    }
-    free(h->vecs);
-    free(h->codes);
-    free(h->links0);
-    h->vecs = v;
-    h->codes = c;
-    h->links0 = l0;
-    h->cap = (uint32_t)nc;
-    return 0;
-}
-
-/* Stores a normalised vector as node n with level lv (no linking). */
-static int add_node(struct hnsw *h, int64_t label, const float *v, int lv)
-{
-    if (grow(h, (size_t)h->n + 1))
-        return -1;
-    uint32_t i = h->n;
-    h->upper[i] = NULL;
-    if (lv > 0) {
-        h->upper[i] = calloc((size_t)lv * (1 + (size_t)h->m), sizeof(uint32_t));
-        if (!h->upper[i])
-            return -1;
-    }
-    if (map_put(h, label, i) < 0) {
-        free(h->upper[i]);
-        h->upper[i] = NULL;
-        return -1;
-    }
-    memcpy(h->vecs + (size_t)i * h->dim, v, (size_t)h->dim * sizeof *v);
-    set_codes(h, i);
-    h->labels[i] = label;
-    h->levels[i] = (uint8_t)lv;
-    h->flags[i] = 0;
-    h->parent[i] = NONE;
-    links(h, i, 0)[0] = 0;
-    h->n++;
-    return 0;
-}
-
-static void tombstone(struct hnsw *h, uint32_t i)
-{
-    if (is_del(h, i))
-        return;
-    h->flags[i] |= FLAG_DELETED;
-    h->n_deleted++;
-    map_del(h, h->labels[i]);
-}
-
-static int maybe_compact(struct hnsw *h, struct err *err)
-{
-    if (h->n_deleted && (double)h->n_deleted > h->max_del * (double)h->n)
-        return hnsw_compact(h, err);
-    return 0;
-}
-
-int hnsw_insert(struct hnsw *h, int64_t label, const float *v, struct err *err)
-{
-    struct scratch *s = scratch_get(h, (size_t)h->efc);
-    if (!s)
-        return err_set(err, ERR_NOMEM, "hnsw: no memory to insert item %lld", (long long)label);
-    float *nv = s->qv;
-    memcpy(nv, v, (size_t)h->dim * sizeof *nv);
-    if (vec_normalize(nv, (size_t)h->dim)) {
-        scratch_put(h, s);
-        return err_set(err, ERR_INVALID_ARGUMENT,
-                       "hnsw: item %lld: the vector is zero or not finite", (long long)label);
-    }
-    uint32_t old = map_get(h, label);
-    if (old != NONE)
-        tombstone(h, old);
-    int lv = random_level(h);
-    if (add_node(h, label, nv, lv)) {
-        scratch_put(h, s);
-        return err_set(err, ERR_NOMEM, "hnsw: no memory to insert item %lld", (long long)label);
-    }
-    uint32_t i = h->n - 1;
-    if (h->entry == NONE) {
-        h->entry = i;
-        h->max_level = lv;
-    } else {
-        /* The scratch's stamps must cover the node just added. */
-        if (s->mark_cap < h->n) {
-            scratch_put(h, s);
-            s = scratch_get(h, (size_t)h->efc);
-            if (!s) {
-                tombstone(h, i);
-                return err_set(err, ERR_NOMEM, "hnsw: no memory to insert item %lld",
-                               (long long)label);
-            }
-        }
-        connect_node(h, s, i, lv);
-    }
-    scratch_put(h, s);
-    return maybe_compact(h, err);
-}
-
-int hnsw_insert_batch(struct hnsw *h, const int64_t *labels, const float *v,
-                      size_t n, int threads, struct err *err)
-{
-    (void)threads; /* single-threaded build: see the report in the bench */
-    if (grow(h, (size_t)h->n + n))
-        return err_set(err, ERR_NOMEM, "hnsw: no memory for %zu more items", n);
-    for (size_t i = 0; i < n; i++) {
-        int rc = hnsw_insert(h, labels[i], v + i * (size_t)h->dim, err);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-int hnsw_delete(struct hnsw *h, int64_t label)
-{
-    uint32_t i = map_get(h, label);
-    if (i == NONE)
-        return -ERR_NOT_FOUND;
-    tombstone(h, i);
-    return maybe_compact(h, NULL);
-}
-
-/* ---- compaction ---------------------------------------------------------- */
-
-int hnsw_compact(struct hnsw *h, struct err *err)
-{
-    if (!h->n_deleted)
-        return 0;
-    uint32_t n = h->n;
-    uint32_t *stamp = calloc(n, sizeof *stamp);
-    uint32_t *newid = calloc(n, sizeof *newid);
-    size_t tcap = (size_t)(h->m0 + 1) * (h->m0 + 1);
-    struct cand *t = malloc(tcap * sizeof *t);
-    uint32_t *tq = malloc(tcap * sizeof *tq); /* tombstones to walk through */
-    uint32_t *sel = malloc(((size_t)h->m0 + 1) * sizeof *sel);
-    if (!stamp || !newid || !t || !tq || !sel) {
-        free(stamp);
-        free(newid);
-        free(t);
-        free(tq);
-        free(sel);
-        return err_set(err, ERR_NOMEM, "hnsw: no memory to compact %u nodes", n);
-    }
-    /* 1. Repair lists that point at tombstones. */
-    uint32_t ep = 0;
-    for (uint32_t u = 0; u < n; u++) {
-        if (is_del(h, u))
-            continue;
-        for (int l = 0; l <= h->levels[u]; l++) {
-            uint32_t *lst = links(h, u, l);
-            uint32_t cnt = lst[0], hasdel = 0;
-            for (uint32_t j = 1; j <= cnt; j++)
-                hasdel |= is_del(h, lst[j]);
-            if (!hasdel)
-                continue;
-            /* Candidates: the live members, and the live nodes reached
-             * through tombstones, several in a row where needed (deleting
-             * all but one of a group of copies leaves chains of them). */
-            ep++;
-            stamp[u] = ep;
-            size_t nc = 0, nq = 0;
-            for (uint32_t j = 1; j <= cnt; j++) {
-                uint32_t x = lst[j];
-                if (stamp[x] == ep)
-                    continue;
-                stamp[x] = ep;
-                if (!is_del(h, x))
-                    t[nc++] = (struct cand){nscore(h, u, x), x};
-                else
-                    tq[nq++] = x;
-            }
-            for (size_t qi = 0, direct = nq; qi < nq && nc < tcap; qi++) {
-                /* Past the list's own tombstones, walk on while the list
-                 * cannot be refilled, and through copies of u (deleted
-                 * copies lead to the live ones): normal deletes stop after
-                 * the tombstones' own lists. */
-                if (qi >= direct && nc >= (size_t)maxdeg(h, l) &&
-                    !is_dup(h, u, nscore(h, u, tq[qi])))
-                    continue;
-                const uint32_t *dl = links(h, tq[qi], l);
-                for (uint32_t k = 1; k <= dl[0] && nc < tcap; k++) {
-                    uint32_t y = dl[k];
-                    if (stamp[y] == ep)
-                        continue;
-                    stamp[y] = ep;
-                    if (!is_del(h, y))
-                        t[nc++] = (struct cand){nscore(h, u, y), y};
-                    else if (nq < tcap)
-                        tq[nq++] = y;
-                }
-            }
-            qsort(t, nc, sizeof *t, cand_desc);
-            uint32_t k = select_neighbors(h, u, t, nc, maxdeg(h, l), sel, 0);
-            memcpy(lst + 1, sel, k * sizeof *sel);
-            lst[0] = k;
-        }
-    }
-    /* 2. Renumber live nodes densely (new id <= old id: move forward). */
-    uint32_t live = 0;
-    for (uint32_t u = 0; u < n; u++)
-        newid[u] = is_del(h, u) ? NONE : live++;
-    uint32_t best = NONE;
-    for (uint32_t u = 0; u < n; u++) {
-        if (newid[u] == NONE) {
-            free(h->upper[u]);
-            h->upper[u] = NULL;
-            continue;
-        }
-        if (best == NONE || h->levels[u] > h->levels[best])
-            best = u;
-    }
-    uint32_t new_entry = NONE;
-    int new_top = 0;
-    if (h->entry != NONE && newid[h->entry] != NONE) {
-        new_entry = newid[h->entry];
-        new_top = h->max_level;
-    } else if (best != NONE) {
-        new_entry = newid[best];
-        new_top = h->levels[best];
-    }
-    size_t d = (size_t)h->dim, l0w = 1 + (size_t)h->m0;
-    for (uint32_t u = 0; u < n; u++) {
-        uint32_t v = newid[u];
-        if (v == NONE)
-            continue;
-        if (v != u) {
-            memcpy(h->vecs + v * d, h->vecs + u * d, d * sizeof(float));
-            memcpy(h->codes + v * h->cstride, h->codes + u * h->cstride, h->cstride);
-            memcpy(h->links0 + v * l0w, h->links0 + u * l0w, l0w * sizeof(uint32_t));
-            h->scales[v] = h->scales[u];
-            h->selfs[v] = h->selfs[u];
-            h->labels[v] = h->labels[u];
-            h->levels[v] = h->levels[u];
-            h->upper[v] = h->upper[u];
-            h->upper[u] = NULL;
-        }
-        h->flags[v] = 0;
-    }
-    h->n = live;
-    h->n_deleted = 0;
-    for (uint32_t v = 0; v < live; v++)
-        for (int l = 0; l <= h->levels[v]; l++) {
-            uint32_t *lst = links(h, v, l);
-            for (uint32_t j = 1; j <= lst[0]; j++)
-                lst[j] = newid[lst[j]];
-        }
-    h->entry = new_entry;
-    h->max_level = new_top;
-    map_clear(h);
-    int rc = 0;
-    for (uint32_t v = 0; v < live; v++)
-        if (map_put(h, h->labels[v], v) < 0) {
-            rc = err_set(err, ERR_NOMEM, "hnsw: no memory for the label map");
-            break;
-        }
-    free(stamp);
-    free(newid);
-    free(t);
-    free(tq);
-    free(sel);
-    /* 3. The repaired lists may leave a node no list points at. */
-    if (!rc && repair_reachability(h) < 0)
-        rc = err_set(err, ERR_NOMEM, "hnsw: no memory to check the graph's reachability");
-    return rc;
 }
 
 /* ---- lifecycle and getters ------------------------------------------------ */
@@ -1760,11 +951,11 @@ void hnsw_free(struct hnsw *h)
     free(h);
 }
 
-int hnsw_contains(const struct hnsw *h, int64_t label) { return map_get(h, label) != NONE; }
+int hnsw_contains(const struct hnsw *h, int64_t label) { return hnsw__map_get(h, label) != NONE; }
 
 int hnsw_get(const struct hnsw *h, int64_t label, float *out)
 {
-    uint32_t i = map_get(h, label);
+    uint32_t i = hnsw__map_get(h, label);
     if (i == NONE)
         return -ERR_NOT_FOUND;
     memcpy(out, vec_of(h, i), (size_t)h->dim * sizeof *out);
@@ -1806,575 +997,4 @@ int hnsw_foreach(const struct hnsw *h,
             return rc;
     }
     return 0;
-}
-
-/* ---- validation ------------------------------------------------------------ */
-
-int hnsw_validate(const struct hnsw *h, struct err *err)
-{
-    uint32_t n = h->n;
-    if (n == 0) {
-        if (h->entry != NONE || h->n_deleted || h->map_n)
-            return err_set(err, ERR_CORRUPT, "hnsw: empty index with entry %u, %u tombstones",
-                           h->entry, h->n_deleted);
-        return 0;
-    }
-    if (h->entry >= n)
-        return err_set(err, ERR_CORRUPT, "hnsw: entry point %u is not below %u nodes",
-                       h->entry, n);
-    if (h->levels[h->entry] != h->max_level)
-        return err_set(err, ERR_CORRUPT, "hnsw: entry point %u has level %d, top level is %d",
-                       h->entry, h->levels[h->entry], h->max_level);
-    uint32_t *seen = calloc(n, sizeof *seen);
-    if (!seen)
-        return err_set(err, ERR_NOMEM, "hnsw: no memory to validate");
-    uint32_t dels = 0, stamp = 0;
-    int rc = 0;
-    for (uint32_t i = 0; i < n && !rc; i++) {
-        if (h->levels[i] > h->max_level) {
-            rc = err_set(err, ERR_CORRUPT, "hnsw: node %u has level %d above the top %d", i,
-                         h->levels[i], h->max_level);
-            break;
-        }
-        if (h->flags[i] & ~FLAG_DELETED) {
-            rc = err_set(err, ERR_CORRUPT, "hnsw: node %u has unknown flags 0x%x", i,
-                         h->flags[i]);
-            break;
-        }
-        if (is_del(h, i))
-            dels++;
-        else if (map_get(h, h->labels[i]) != i) {
-            rc = err_set(err, ERR_CORRUPT, "hnsw: node %u: label %lld maps elsewhere", i,
-                         (long long)h->labels[i]);
-            break;
-        }
-        if (h->levels[i] > 0 && !h->upper[i]) {
-            rc = err_set(err, ERR_CORRUPT, "hnsw: node %u lacks its upper lists", i);
-            break;
-        }
-        for (int l = 0; l <= h->levels[i] && !rc; l++) {
-            const uint32_t *lst = links(h, i, l);
-            if (lst[0] > (uint32_t)maxdeg(h, l)) {
-                rc = err_set(err, ERR_CORRUPT, "hnsw: node %u level %d has %u neighbours, max %d",
-                             i, l, lst[0], maxdeg(h, l));
-                break;
-            }
-            stamp++;
-            for (uint32_t j = 1; j <= lst[0]; j++) {
-                uint32_t x = lst[j];
-                if (x >= n)
-                    rc = err_set(err, ERR_CORRUPT, "hnsw: node %u level %d: neighbour %u >= %u",
-                                 i, l, x, n);
-                else if (x == i)
-                    rc = err_set(err, ERR_CORRUPT, "hnsw: node %u level %d links to itself", i, l);
-                else if (h->levels[x] < l)
-                    rc = err_set(err, ERR_CORRUPT,
-                                 "hnsw: node %u level %d: neighbour %u only reaches level %d",
-                                 i, l, x, h->levels[x]);
-                else if (seen[x] == stamp)
-                    rc = err_set(err, ERR_CORRUPT, "hnsw: node %u level %d lists %u twice", i,
-                                 l, x);
-                if (rc)
-                    break;
-                seen[x] = stamp;
-            }
-        }
-    }
-    free(seen);
-    if (rc)
-        return rc;
-    if (dels != h->n_deleted)
-        return err_set(err, ERR_CORRUPT, "hnsw: %u tombstones flagged, header says %u", dels,
-                       h->n_deleted);
-    if (h->map_n != (size_t)n - dels)
-        return err_set(err, ERR_CORRUPT, "hnsw: %zu labels mapped for %u live nodes", h->map_n,
-                       n - dels);
-    return 0;
-}
-
-size_t hnsw_unreachable(const struct hnsw *h)
-{
-    if (h->n == 0)
-        return 0;
-    uint8_t *seen = calloc(h->n, 1);
-    uint32_t *queue = malloc((size_t)h->n * sizeof *queue);
-    size_t lost = 0;
-    if (!seen || !queue)
-        lost = (size_t)-1;
-    else {
-        walk0(h, h->entry, seen, queue, NULL);
-        for (uint32_t i = 0; i < h->n; i++)
-            lost += !seen[i] && !is_del(h, i);
-    }
-    free(seen);
-    free(queue);
-    return lost;
-}
-
-/* ---- CRC-32C ---------------------------------------------------------------- */
-
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-/* Slicing-by-8 software CRC. */
-static uint32_t crc_soft(uint32_t c, const uint8_t *p, size_t n)
-{
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        w ^= c;
-        c = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
-            crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
-            crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
-            crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][w >> 56];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
-    return c;
-}
-
-/* The SSE4.2 crc32 instruction computes the same CRC-32C. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p,
-                                                         size_t n)
-{
-    uint64_t c64 = c;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        c64 = _mm_crc32_u64(c64, w);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-    while (n--)
-        c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-
-uint32_t hnsw_crc32c(uint32_t crc, const void *p, size_t n)
-{
-    static int hw = -1;
-    if (hw < 0) {
-        __builtin_cpu_init();
-        hw = __builtin_cpu_supports("sse4.2") && !getenv("IMGSEARCH_SOFT_CRC");
-    }
-    uint32_t c = ~crc;
-    if (hw)
-        c = crc_hw(c, p, n);
-    else {
-        pthread_once(&crc_once, crc_init);
-        c = crc_soft(c, p, n);
-    }
-    return ~c;
-}
-
-/* ---- save ------------------------------------------------------------------ */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
-struct writer {
-    int fd;          /* output */
-    uint8_t *buf;    /* pending bytes */
-    size_t len;      /* pending count */
-    size_t cap;      /* buffer size */
-    uint32_t crc;    /* running CRC of the payload */
-    int failed;      /* errno of the first failure, 0 */
-};
-
-static void w_flush(struct writer *w)
-{
-    size_t off = 0;
-    while (off < w->len && !w->failed) {
-        ssize_t k = write(w->fd, w->buf + off, w->len - off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            w->failed = k < 0 ? errno : EIO;
-        else
-            off += (size_t)k;
-    }
-    w->len = 0;
-}
-
-static void w_put(struct writer *w, const void *p, size_t n)
-{
-    w->crc = hnsw_crc32c(w->crc, p, n);
-    const uint8_t *b = p;
-    while (n && !w->failed) {
-        size_t room = w->cap - w->len, k = n < room ? n : room;
-        memcpy(w->buf + w->len, b, k);
-        w->len += k;
-        b += k;
-        n -= k;
-        if (w->len == w->cap)
-            w_flush(w);
-    }
-}
-
-static void w_u32(struct writer *w, uint32_t v)
-{
-    uint8_t b[4];
-    put32(b, v);
-    w_put(w, b, 4);
-}
-
-static int fsync_dir(const char *path)
-{
-    char *dir = strdup(path);
-    if (!dir)
-        return -1;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-int hnsw_save(const struct hnsw *h, const char *path, struct err *err)
-{
-    size_t plen = strlen(path) + 32;
-    char *tmp = malloc(plen);
-    if (!tmp)
-        return err_set(err, ERR_NOMEM, "%s: no memory", path);
-    snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int rc = err_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    struct writer w = {fd, malloc(1 << 20), 0, 1 << 20, 0, 0};
-    if (!w.buf) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return err_set(err, ERR_NOMEM, "%s: no memory", path);
-    }
-    uint64_t n = h->n;
-    uint8_t hdr[HEADER_BYTES] = {0};
-    w_put(&w, hdr, sizeof hdr); /* placeholder, rewritten at the end */
-    w.crc = 0;
-    size_t start = sizeof hdr;
-    uint64_t payload = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint8_t b[8];
-        put64(b, (uint64_t)h->labels[i]);
-        w_put(&w, b, 8);
-    }
-    w_put(&w, h->levels, n);
-    w_put(&w, h->flags, n);
-    static const uint8_t zeros[4] = {0};
-    size_t pad = (size_t)((4 - (n * 10) % 4) % 4);
-    w_put(&w, zeros, pad);
-    /* Vectors: little-endian f32 is the in-memory layout on x86-64. */
-    w_put(&w, h->vecs, (size_t)n * h->dim * sizeof(float));
-    for (uint64_t i = 0; i < n; i++)
-        for (int l = 0; l <= h->levels[i]; l++) {
-            const uint32_t *lst = links(h, (uint32_t)i, l);
-            for (uint32_t j = 0; j <= lst[0]; j++)
-                w_u32(&w, lst[j]);
-        }
-    w_flush(&w);
-    off_t end = lseek(fd, 0, SEEK_CUR);
-    payload = (uint64_t)end - start;
-    memcpy(hdr, MAGIC, 8);
-    put32(hdr + 8, VERSION);
-    put32(hdr + 12, (uint32_t)h->dim);
-    put32(hdr + 16, (uint32_t)h->m);
-    put32(hdr + 20, (uint32_t)h->efc);
-    put32(hdr + 24, (uint32_t)h->max_level);
-    put32(hdr + 28, h->entry);
-    put64(hdr + 32, n);
-    put64(hdr + 40, h->n_deleted);
-    put64(hdr + 48, (uint64_t)h->covered);
-    put64(hdr + 56, h->tag);
-    put64(hdr + 64, payload);
-    put32(hdr + 72, w.crc);
-    put32(hdr + 76, hnsw_crc32c(0, hdr, 76));
-    int rc = 0;
-    if (w.failed)
-        rc = err_set(err, ERR_IO, "%s: write failed: %s", tmp, strerror(w.failed));
-    else if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr)
-        rc = err_set(err, ERR_IO, "%s: header write failed: %s", tmp, strerror(errno));
-    else if (fsync(fd))
-        rc = err_set(err, ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    free(w.buf);
-    if (close(fd) && !rc)
-        rc = err_set(err, ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path))
-        rc = err_set(err, ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-    if (!rc && fsync_dir(path))
-        rc = err_set(err, ERR_IO, "%s: cannot fsync its directory: %s", path, strerror(errno));
-    if (rc)
-        unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
-/* ---- load ------------------------------------------------------------------ */
-
-static int read_full(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t k = read(fd, b, n > (1u << 30) ? (1u << 30) : n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? -1 : -2;
-        b += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-#define CORRUPT(...) do { rc = err_set(err, ERR_CORRUPT, __VA_ARGS__); goto fail; } while (0)
-
-int hnsw_load(struct hnsw **out, const char *path, const struct hnsw_params *pp,
-              struct err *err)
-{
-    *out = NULL;
-    struct hnsw *h = NULL;
-    uint8_t *lbuf = NULL;
-    int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st)) {
-        rc = err_set(err, ERR_IO, "%s: stat failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    uint64_t fsize = (uint64_t)st.st_size;
-    uint8_t hdr[HEADER_BYTES];
-    if (fsize < HEADER_BYTES)
-        CORRUPT("%s: %llu bytes, shorter than the %d byte header", path,
-                (unsigned long long)fsize, HEADER_BYTES);
-    if (read_full(fd, hdr, sizeof hdr)) {
-        rc = err_set(err, ERR_IO, "%s: cannot read the header", path);
-        goto fail;
-    }
-    if (memcmp(hdr, MAGIC, 8))
-        CORRUPT("%s: not an imgsearch HNSW file (bad magic)", path);
-    if (get32(hdr + 76) != hnsw_crc32c(0, hdr, 76))
-        CORRUPT("%s: header checksum mismatch", path);
-    if (get32(hdr + 8) != VERSION)
-        CORRUPT("%s: version %u, this build reads %d", path, get32(hdr + 8), VERSION);
-    uint32_t dim = get32(hdr + 12), m = get32(hdr + 16), efc = get32(hdr + 20);
-    uint32_t top = get32(hdr + 24), entry = get32(hdr + 28);
-    uint64_t n = get64(hdr + 32), ndel = get64(hdr + 40), payload = get64(hdr + 64);
-    if (dim < 1 || dim > HNSW_MAX_DIM || m < 2 || m > HNSW_MAX_M || efc < 1 ||
-        efc > HNSW_MAX_EF || top > HNSW_MAX_LEVEL)
-        CORRUPT("%s: header out of range (dim %u, m %u, ef_construction %u, top level %u)",
-                path, dim, m, efc, top);
-    if (payload != fsize - HEADER_BYTES)
-        CORRUPT("%s: header says %llu payload bytes, file has %llu", path,
-                (unsigned long long)payload, (unsigned long long)(fsize - HEADER_BYTES));
-    if (n > HNSW_MAX_NODES || ndel > n)
-        CORRUPT("%s: %llu nodes, %llu deleted: out of range", path, (unsigned long long)n,
-                (unsigned long long)ndel);
-    /* Every node needs at least: label, level, flags, vector, one count. */
-    uint64_t pad = (4 - (n * 10) % 4) % 4;
-    uint64_t fixed = n * 10 + pad + n * dim * 4;
-    if (fixed + n * 4 > payload)
-        CORRUPT("%s: %llu nodes of dimension %u need more than the %llu payload bytes", path,
-                (unsigned long long)n, dim, (unsigned long long)payload);
-    if ((n == 0) != (entry == NONE) || (n && entry >= n))
-        CORRUPT("%s: entry point %u invalid for %llu nodes", path, entry,
-                (unsigned long long)n);
-    struct hnsw_params p;
-    if (pp)
-        p = *pp;
-    else
-        hnsw_params_default(&p);
-    p.m = (int)m;
-    p.ef_construction = (int)efc;
-    rc = hnsw_new(&h, (int)dim, &p, err);
-    if (rc)
-        goto fail;
-    if (n && grow(h, n)) {
-        rc = err_set(err, ERR_NOMEM, "%s: no memory for %llu nodes", path, (unsigned long long)n);
-        goto fail;
-    }
-    for (uint64_t i = 0; i < n; i++)
-        h->upper[i] = NULL;
-    uint32_t crc = 0;
-    int r = 0;
-    /* Labels arrive little-endian, which is the host order on x86-64. */
-    r |= read_full(fd, h->labels, n * 8);
-    crc = hnsw_crc32c(crc, h->labels, n * 8);
-    r |= read_full(fd, h->levels, n);
-    crc = hnsw_crc32c(crc, h->levels, n);
-    r |= read_full(fd, h->flags, n);
-    crc = hnsw_crc32c(crc, h->flags, n);
-    uint8_t padb[4] = {0};
-    r |= read_full(fd, padb, pad);
-    crc = hnsw_crc32c(crc, padb, pad);
-    r |= read_full(fd, h->vecs, n * dim * 4);
-    crc = hnsw_crc32c(crc, h->vecs, n * dim * 4);
-    size_t lbytes = payload - fixed;
-    lbuf = malloc(lbytes ? lbytes : 1);
-    if (!lbuf) {
-        rc = err_set(err, ERR_NOMEM, "%s: no memory for %zu link bytes", path, lbytes);
-        goto fail;
-    }
-    r |= read_full(fd, lbuf, lbytes);
-    crc = hnsw_crc32c(crc, lbuf, lbytes);
-    if (r) {
-        rc = err_set(err, ERR_IO, "%s: read failed", path);
-        goto fail;
-    }
-    if (crc != get32(hdr + 72))
-        CORRUPT("%s: payload checksum mismatch", path);
-    /* Structure: levels, flags, vectors, then parse the links. */
-    uint32_t dels = 0, maxlv = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        if (h->levels[i] > top)
-            CORRUPT("%s: node %llu has level %u above the top %u", path, (unsigned long long)i,
-                    h->levels[i], top);
-        if (h->levels[i] > maxlv)
-            maxlv = h->levels[i];
-        if (h->flags[i] & ~FLAG_DELETED)
-            CORRUPT("%s: node %llu has unknown flags 0x%x", path, (unsigned long long)i,
-                    h->flags[i]);
-        dels += h->flags[i] & FLAG_DELETED;
-    }
-    if (n && maxlv != top)
-        CORRUPT("%s: top level %u but the highest node level is %u", path, top, maxlv);
-    if (dels != ndel)
-        CORRUPT("%s: %u tombstones flagged, header says %llu", path, dels,
-                (unsigned long long)ndel);
-    size_t off = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        int lv = h->levels[i];
-        if (lv > 0) {
-            h->upper[i] = calloc((size_t)lv * (1 + (size_t)m), sizeof(uint32_t));
-            if (!h->upper[i]) {
-                h->n = (uint32_t)i; /* so hnsw_free frees what exists */
-                rc = err_set(err, ERR_NOMEM, "%s: no memory for links", path);
-                goto fail;
-            }
-        }
-        for (int l = 0; l <= lv; l++) {
-            if (lbytes - off < 4) {
-                h->n = (uint32_t)i + 1;
-                rc = err_set(err, ERR_CORRUPT, "%s: links end early at node %llu", path,
-                             (unsigned long long)i);
-                goto fail;
-            }
-            uint32_t cnt = get32(lbuf + off);
-            off += 4;
-            if (cnt > (uint32_t)maxdeg(h, l)) {
-                h->n = (uint32_t)i + 1;
-                rc = err_set(err, ERR_CORRUPT, "%s: node %llu level %d: %u neighbours (max %d)",
-                             path, (unsigned long long)i, l, cnt, maxdeg(h, l));
-                goto fail;
-            }
-            if ((lbytes - off) / 4 < cnt) {
-                h->n = (uint32_t)i + 1;
-                rc = err_set(err, ERR_CORRUPT, "%s: links end early in node %llu level %d", path,
-                             (unsigned long long)i, l);
-                goto fail;
-            }
-            uint32_t *lst = links(h, (uint32_t)i, l);
-            lst[0] = cnt;
-            for (uint32_t j = 1; j <= cnt; j++, off += 4) {
-                lst[j] = get32(lbuf + off);
-                if (lst[j] >= n) {
-                    h->n = (uint32_t)i + 1;
-                    rc = err_set(err, ERR_CORRUPT, "%s: node %llu: neighbour %u out of range",
-                                 path, (unsigned long long)i, lst[j]);
-                    goto fail;
-                }
-            }
-        }
-    }
-    h->n = (uint32_t)n;
-    if (off != lbytes)
-        CORRUPT("%s: %zu stray bytes after the links", path, lbytes - off);
-    h->n_deleted = dels;
-    h->entry = n ? entry : NONE;
-    h->max_level = (int)top;
-    h->covered = (int64_t)get64(hdr + 48);
-    h->tag = get64(hdr + 56);
-    for (uint64_t i = 0; i < n; i++) {
-        const float *x = vec_of(h, (uint32_t)i);
-        double ss = 0;
-        for (uint32_t k = 0; k < dim; k++)
-            ss += (double)x[k] * x[k];
-        if (!(fabs(ss - 1) < 1e-3)) /* also catches NaN and infinities */
-            CORRUPT("%s: node %llu: vector norm^2 is %g, not 1", path, (unsigned long long)i, ss);
-        set_codes(h, (uint32_t)i);
-        if (is_del(h, (uint32_t)i))
-            continue;
-        int put = map_put(h, h->labels[i], (uint32_t)i);
-        if (put < 0) {
-            rc = err_set(err, ERR_NOMEM, "%s: no memory for the label map", path);
-            goto fail;
-        }
-        if (put > 0)
-            CORRUPT("%s: label %lld is live on two nodes", path, (long long)h->labels[i]);
-    }
-    rc = hnsw_validate(h, err);
-    if (rc) {
-        err_prefix(err, "%s", path);
-        goto fail;
-    }
-    /* Older builds could leave nodes without incoming links (copies of one
-     * vector): link them now, the file stays as it is until the next save. */
-    if (repair_reachability(h) < 0) {
-        rc = err_set(err, ERR_NOMEM, "%s: no memory to check the graph's reachability", path);
-        goto fail;
-    }
-    free(lbuf);
-    close(fd);
-    *out = h;
-    return 0;
-fail:
-    free(lbuf);
-    hnsw_free(h);
-    close(fd);
-    return rc;
 }
