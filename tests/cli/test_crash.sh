@@ -15,12 +15,6 @@ for i in 0 1 2 3 4; do
 done
 NFILES=$(find "$D" -type f | wc -l)
 
-# field KEY [LINE]: the value of "KEY": in line LINE (default 1) of $OUT
-field() {
-  sed -n "${2:-1}p" "$OUT" | grep -Eo "\"$1\": (\"[^\"]*\"|[-0-9.eE+]+|true|false|null)" |
-    head -n 1 | sed -E "s/^\"$1\": \"?//; s/\"$//"
-}
-t_ge() { if awk -v x="$2" -v m="$3" 'BEGIN { exit !(x + 0 >= m + 0) }'; then ok; else bad "$1: $2 < $3"; fi; }
 
 # The store after a crash: it opens, holds no duplicate, every item has an
 # embedding or waits for one, and the index agrees with the table.

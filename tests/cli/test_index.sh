@@ -9,15 +9,6 @@ mkdir -p "$IMG"
 cp "$MODEL"/images/* "$IMG"/
 chmod u+w "$IMG"/*
 
-# field KEY [LINE]: the value of "KEY": in line LINE (default 1) of $OUT
-field() {
-  sed -n "${2:-1}p" "$OUT" | grep -Eo "\"$1\": (\"[^\"]*\"|[-0-9.eE+]+|true|false|null)" |
-    head -n 1 | sed -E "s/^\"$1\": \"?//; s/\"$//"
-}
-# t_eq WHAT GOT WANT
-t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
-# t_ge WHAT X MIN: X >= MIN as numbers
-t_ge() { if awk -v x="$2" -v m="$3" 'BEGIN { exit !(x + 0 >= m + 0) }'; then ok; else bad "$1: $2 < $3"; fi; }
 # the summary counts "added updated unchanged removed failed" of an index run
 counts() { echo "$(field added) $(field updated) $(field unchanged) $(field removed) $(field failed)"; }
 
