@@ -14,6 +14,9 @@ T_SKIP=0
 T_TMP=$(mktemp -d)
 trap 'rm -rf "$T_TMP"' EXIT
 OUT=$T_TMP/out
+# the default store of a command without --store lives here, not in $HOME
+export XDG_DATA_HOME=$T_TMP/xdg
+unset IMGSEARCH_STORE
 ERR=$T_TMP/err
 
 ok() { T_PASS=$((T_PASS + 1)); }

@@ -285,7 +285,9 @@ t_run 2 "$BIN" index --store "$S" --model "$MODEL" "$T_TMP/missing-folder"
 t_grep "$ERR" 'missing-folder: No such file'
 t_run 2 "$BIN" index --store "$S" "$IMG"
 t_grep "$ERR" 'model DIR is required'
-t_run 2 "$BIN" index --model "$MODEL" "$IMG"
+# no --store: the default store (under $XDG_DATA_HOME, the test's own: lib.sh)
+t_run 0 "$BIN" index --model "$MODEL" "$IMG"
+if [ -f "$XDG_DATA_HOME/imgsearch/store.db" ]; then ok; else bad "no default store under $XDG_DATA_HOME"; fi
 t_run 2 "$BIN" index --store "$S" --model "$MODEL"
 t_run 2 "$BIN" index --store "$S" --model "$MODEL" --id-from hash "$IMG"
 t_run 2 "$BIN" search --store "$S" --like a.jpg --text b
