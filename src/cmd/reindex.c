@@ -50,7 +50,8 @@ static void usage(FILE *f)
             "  --batch N            images per forward pass and transaction (default 16)\n"
             "  --decoders N         decoder threads (default: the CPUs, at most 8)\n"
             "  --precision P        auto (default), fp32 or bf16\n"
-            "  --yes                clear the embeddings without asking\n"
+            "  --yes                clear the embeddings without asking (on a terminal the\n"
+            "                       question comes first; no: nothing changes, exit code 1)\n"
             "  --help               this text\n");
 }
 
