@@ -145,7 +145,7 @@ $(B)/bench/gen_vectors: bench/gen_vectors.c $(B)/libimgsearch.a
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 # The HTTP concurrency test and loopback benchmark client (tests/http/load.c,
-# libcurl + pthreads), used by tests/cli/test_serve.sh and bench/http.sh.
+# libcurl + pthreads), used by tests/http/test_serve.sh and bench/http.sh.
 $(B)/tests/http/load: tests/http/load.c $(B)/libimgsearch.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD $@")

@@ -23,7 +23,12 @@ static void usage(FILE *f)
     fprintf(f, "usage: imgsearch COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
-    fprintf(f, "\n'imgsearch COMMAND --help' describes a command.\n");
+    fprintf(f, "\n'imgsearch COMMAND --help' describes a command.\n"
+               "\nenvironment:\n"
+               "  IMGSEARCH_MODEL      model folder of commands run without --model\n"
+               "  IMGSEARCH_STORE      store of commands run without --store; without either\n"
+               "                       the default store is $XDG_DATA_HOME/imgsearch/store.db\n"
+               "                       (~/.local/share/imgsearch/store.db)\n");
 }
 
 int main(int argc, char **argv)

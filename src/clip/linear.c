@@ -271,7 +271,7 @@ int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float 
     if (!c) {
         rc = err_set(err, ERR_INTERNAL, "oneDNN: no matmul primitive for M=%lld, %dx%d",
                      (long long)m, l->in, l->out);
-        goto done;
+        goto fail;
     }
     dnnl_memory_set_data_handle(c->src, (void *)src);
     dnnl_memory_set_data_handle(c->dst, y);
@@ -280,7 +280,7 @@ int clip_linear_forward(struct clip_linear *l, const float *x, int64_t m, float 
     if (dnnl_primitive_execute(c->prim, l->stream, l->b ? 4 : 3, args) != dnnl_success ||
         dnnl_stream_wait(l->stream) != dnnl_success)
         rc = err_set(err, ERR_INTERNAL, "oneDNN: matmul failed");
-done:
+fail:
     pthread_mutex_unlock(&l->lock);
     return rc;
 }

@@ -643,12 +643,12 @@ int clip_embed_images(struct clip_model *m, const float *pixels, int b,
     const size_t pk = (size_t)np * 3 * p * p;
     if (clip__work_reserve(w, rows, c, t->mlp, T) || clip__work_patches(w, pk)) {
         rc = err_set(err, ERR_NOMEM, "out of memory for a batch of %d images", b);
-        goto done;
+        goto fail;
     }
     im2col(pixels, b, v->image_size, p, g, w->patches);
     /* patch embeddings land in h (np rows), then x = [cls; patches] + pos */
     if ((rc = clip_linear_forward(&v->patch_embed, w->patches, np, w->h, w->xbf, err)))
-        goto done;
+        goto fail;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int img = (int)(r / T), tok = (int)(r % T);
@@ -660,13 +660,13 @@ int clip_embed_images(struct clip_model *m, const float *pixels, int b,
     }
     clip__layernorm(w->x, w->x, rows, c, v->ln_pre_w, v->ln_pre_b, t->eps);
     if ((rc = clip__tower_blocks(t, w, rows, off, len, b, 0, err)))
-        goto done;
+        goto fail;
     /* post LayerNorm of the class tokens only, gathered into att */
     for (int i = 0; i < b; i++)
         clip__layernorm(w->x + (size_t)i * T * c, w->att + (size_t)i * c, 1, c,
                         t->ln_post_w, t->ln_post_b, t->eps);
     rc = clip_linear_forward(&t->proj, w->att, b, out, w->xbf, err);
-done:
+fail:
     pthread_mutex_unlock(&m->lock);
     free(off);
     return rc;
@@ -687,19 +687,19 @@ int clip_embed_ids(struct clip_model *m, const int32_t *const *ids, const int *n
         return err_set(err, ERR_NOMEM, "out of memory");
     int *len = off + b;
     int64_t rows = 0;
-    int rc = 0;
+    int rc = 0, locked = 0;
     for (int i = 0; i < b; i++) {
         if (n[i] <= 0 || n[i] > tx->ctx) {
             rc = err_set(err, ERR_INVALID_ARGUMENT, "text %d has %d tokens (1..%d)", i, n[i],
                          tx->ctx);
-            goto out;
+            goto fail;
         }
         int best = 0; /* first position of the largest id: OpenAI's argmax */
         for (int j = 0; j < n[i]; j++) {
             if (ids[i][j] < 0 || ids[i][j] >= tx->vocab) {
                 rc = err_set(err, ERR_INVALID_ARGUMENT, "token id %d out of range (vocab %d)",
                              ids[i][j], tx->vocab);
-                goto out;
+                goto fail;
             }
             if (ids[i][j] > ids[i][best])
                 best = j;
@@ -709,10 +709,11 @@ int clip_embed_ids(struct clip_model *m, const int32_t *const *ids, const int *n
         rows += len[i];
     }
     pthread_mutex_lock(&m->lock);
+    locked = 1;
     struct clip_work *w = &m->work;
     if (clip__work_reserve(w, rows, c, t->mlp, tx->ctx)) {
         rc = err_set(err, ERR_NOMEM, "out of memory");
-        goto done;
+        goto fail;
     }
     for (int i = 0; i < b; i++)
         for (int j = 0; j < len[i]; j++) {
@@ -729,14 +730,14 @@ int clip_embed_ids(struct clip_model *m, const int32_t *const *ids, const int *n
                 dst[k] += pe[k];
         }
     if ((rc = clip__tower_blocks(t, w, rows, off, len, b, 1, err)))
-        goto done;
+        goto fail;
     for (int i = 0; i < b; i++)
         clip__layernorm(w->x + (size_t)(off[i] + len[i] - 1) * c, w->att + (size_t)i * c, 1, c,
                         t->ln_post_w, t->ln_post_b, t->eps);
     rc = clip_linear_forward(&t->proj, w->att, b, out, w->xbf, err);
-done:
-    pthread_mutex_unlock(&m->lock);
-out:
+fail:
+    if (locked)
+        pthread_mutex_unlock(&m->lock);
     free(off);
     return rc;
 }

@@ -21,13 +21,7 @@
 #include "clip/linear.h"
 #include "cmd/bench_ann.h"
 #include "pipe/pipe.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 /* Calls fn once to warm up, then again until `seconds` have passed and at
  * least min_iters calls were timed; *per gets seconds per call. */
@@ -35,11 +29,11 @@ static int timed(int (*fn)(void *ctx, struct err *err), void *ctx, double second
                  int min_iters, double *per, struct err *err)
 {
     int rc = fn(ctx, err), iters = 0;
-    double t0 = now(), t = t0;
+    double t0 = mono_now(), t = t0;
     while (!rc && (t - t0 < seconds || iters < min_iters)) {
         rc = fn(ctx, err);
         iters++;
-        t = now();
+        t = mono_now();
     }
     *per = iters ? (t - t0) / iters : 0;
     return rc;
@@ -355,7 +349,7 @@ static int bench_files(struct bopts *o, int embed)
     float *pixels = malloc(sizeof(float) * px * (size_t)b), *out = malloc(sizeof(float) * p->dim * (size_t)b);
     long done = 0;
     int rc = 0, nb = 0;
-    double t0 = now(), t = t0;
+    double t0 = mono_now(), t = t0;
     for (long i = 0; !rc && (t - t0 < o->seconds || i < o->nfiles); i++) {
         if ((rc = pipe_prepare_file(p, o->files[i % o->nfiles], pixels + (size_t)nb * px, &err)))
             break;
@@ -366,12 +360,12 @@ static int bench_files(struct bopts *o, int embed)
             done += nb;
             nb = 0;
         }
-        t = now();
+        t = mono_now();
     }
     if (!rc && nb && embed)
         rc = pipe_embed_pixels(p, pixels, nb, out, 0, &err);
     done += nb;
-    t = now();
+    t = mono_now();
     if (rc)
         rc = cmd_fail("bench", &err);
     else if (embed)

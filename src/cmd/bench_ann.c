@@ -124,57 +124,76 @@ static int run_queries(const struct hnsw *h, const float *qs, size_t nq, int dim
     return 0;
 }
 
-int cmd_bench_ann(int argc, char **argv)
+/* What the command line asked for. */
+struct ann_opts {
+    const char *base_p, *query_p, *truth_p; /* fvecs-like files (read_all) */
+    long dim, m, efc, quant, threads, k;    /* index and query parameters */
+    long efs[MAX_EFS];                      /* ef_search values to measure */
+    int nefs;
+};
+
+/* Fills o from argv. Returns -1 to go on, else the exit code (--help: 0,
+ * a usage error: 2). */
+static int parse_opts(int argc, char **argv, struct ann_opts *o)
 {
-    const char *base_p = NULL, *query_p = NULL, *truth_p = NULL, *efs_s = "40,100,200";
-    long dim = 0, m = 16, efc = 64, quant = 1, threads = 1, k = 10;
+    const char *efs_s = "40,100,200";
     for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h"))
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
             return usage();
         if (i + 1 >= argc)
-            return cmd_usage_error(CMD, "option %s needs a value", o);
+            return cmd_usage_error(CMD, "option %s needs a value", opt);
         const char *v = argv[++i];
         int rc = 0;
-        if (!strcmp(o, "--base"))
-            base_p = v;
-        else if (!strcmp(o, "--queries"))
-            query_p = v;
-        else if (!strcmp(o, "--truth"))
-            truth_p = v;
-        else if (!strcmp(o, "--ef-search"))
+        if (!strcmp(opt, "--base"))
+            o->base_p = v;
+        else if (!strcmp(opt, "--queries"))
+            o->query_p = v;
+        else if (!strcmp(opt, "--truth"))
+            o->truth_p = v;
+        else if (!strcmp(opt, "--ef-search"))
             efs_s = v;
-        else if (!strcmp(o, "--dim"))
-            rc = cmd_parse_int(CMD, o, v, 1, HNSW_MAX_DIM, &dim);
-        else if (!strcmp(o, "--m"))
-            rc = cmd_parse_int(CMD, o, v, 2, HNSW_MAX_M, &m);
-        else if (!strcmp(o, "--ef-construction"))
-            rc = cmd_parse_int(CMD, o, v, 1, HNSW_MAX_EF, &efc);
-        else if (!strcmp(o, "--quantize"))
-            rc = cmd_parse_int(CMD, o, v, 0, 1, &quant);
-        else if (!strcmp(o, "--threads"))
-            rc = cmd_parse_int(CMD, o, v, 0, 256, &threads);
-        else if (!strcmp(o, "--k"))
-            rc = cmd_parse_int(CMD, o, v, 1, TRUTH_K, &k);
+        else if (!strcmp(opt, "--dim"))
+            rc = cmd_parse_int(CMD, opt, v, 1, HNSW_MAX_DIM, &o->dim);
+        else if (!strcmp(opt, "--m"))
+            rc = cmd_parse_int(CMD, opt, v, 2, HNSW_MAX_M, &o->m);
+        else if (!strcmp(opt, "--ef-construction"))
+            rc = cmd_parse_int(CMD, opt, v, 1, HNSW_MAX_EF, &o->efc);
+        else if (!strcmp(opt, "--quantize"))
+            rc = cmd_parse_int(CMD, opt, v, 0, 1, &o->quant);
+        else if (!strcmp(opt, "--threads"))
+            rc = cmd_parse_int(CMD, opt, v, 0, 256, &o->threads);
+        else if (!strcmp(opt, "--k"))
+            rc = cmd_parse_int(CMD, opt, v, 1, TRUTH_K, &o->k);
         else
-            return cmd_usage_error(CMD, "unknown option %s", o);
+            return cmd_usage_error(CMD, "unknown option %s", opt);
         if (rc)
             return rc;
     }
-    if (!base_p || !query_p || !truth_p || !dim)
+    if (!o->base_p || !o->query_p || !o->truth_p || !o->dim)
         return cmd_usage_error(CMD, "--base, --queries, --truth and --dim are required");
-    long efs[MAX_EFS];
     int nefs = 0;
     char *copy = strdup(efs_s);
     for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
-        if (nefs == MAX_EFS || cmd_parse_int(CMD, "--ef-search", t, 1, HNSW_MAX_EF, &efs[nefs])) {
+        if (nefs == MAX_EFS || cmd_parse_int(CMD, "--ef-search", t, 1, HNSW_MAX_EF, &o->efs[nefs])) {
             free(copy);
             return nefs == MAX_EFS ? cmd_usage_error(CMD, "at most %d ef values", MAX_EFS) : 2;
         }
         nefs++;
     }
     free(copy);
+    o->nefs = nefs;
+    return -1;
+}
 
+/* Builds the index and measures it as o asks; returns the exit code. */
+static int work(const struct ann_opts *o)
+{
+    const long dim = o->dim, m = o->m, efc = o->efc, quant = o->quant, threads = o->threads,
+               k = o->k;
+    const char *base_p = o->base_p, *query_p = o->query_p, *truth_p = o->truth_p;
+    const long *efs = o->efs;
+    const int nefs = o->nefs;
     struct err err = {0};
     float *base = NULL, *qs = NULL;
     int32_t *truth = NULL;
@@ -244,4 +263,11 @@ fail:
     free(labels);
     hnsw_free(h);
     return rc ? cmd_fail(CMD, &err) : 0;
+}
+
+int cmd_bench_ann(int argc, char **argv)
+{
+    struct ann_opts o = {.m = 16, .efc = 64, .quant = 1, .threads = 1, .k = 10};
+    int rc = parse_opts(argc, argv, &o);
+    return rc >= 0 ? rc : work(&o);
 }

@@ -54,4 +54,29 @@ void cmd_json_floats(FILE *f, const float *v, int n);
 /* The model folder: the option value, else $IMGSEARCH_MODEL, else NULL. */
 const char *cmd_model_dir(const char *opt);
 
+/* The store of a command: the --store value, else $IMGSEARCH_STORE, else
+ * the default store $XDG_DATA_HOME/imgsearch/store.db (XDG_DATA_HOME
+ * defaults to ~/.local/share). NULL only when there is no HOME to put the
+ * default in. The default's string is static. */
+const char *cmd_store_path(const char *opt);
+
+struct store;
+struct store_options;
+
+/* store_open with the command line's checks first: a file that is not an
+ * SQLite database (e.g. --store meta.csv) is ERR_INVALID_ARGUMENT "PATH:
+ * not an imgsearch store", and a missing default store says how to make
+ * one. With so->create, the default store's folder is made. */
+int cmd_store_open(struct store **st, const char *path, const struct store_options *so,
+                   struct err *err);
+
+/* The columns of the terminal stdout writes to: $COLUMNS when set, else
+ * the terminal's width; 0 (no limit) when stdout is not a terminal and
+ * COLUMNS is not set. */
+int cmd_term_width(void);
+
+/* Asks QUESTION on the terminal (stderr, answer from stdin) and returns 1
+ * when the answer starts with y or Y. Returns 0 on EOF. */
+int cmd_confirm(const char *question);
+
 #endif

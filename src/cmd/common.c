@@ -1,11 +1,28 @@
-/* common.c - error reporting and option value parsing shared by commands. */
+/* common.c - what the commands share: error reporting, option value
+ * parsing, JSON output, the model and store chosen by flags, environment or
+ * default, and the terminal (width, questions).
+ *
+ * Design:
+ *  1. Every command that takes --store takes IMGSEARCH_STORE too, and
+ *     without either uses one default store (cmd_store_path), so
+ *     `imgsearch index ~/Photos` then `imgsearch search "a cat"` work with
+ *     no flags; scripts and services name their store.
+ *  2. A --store that is some other file (a CSV, an image) is refused by
+ *     its first bytes before SQLite sees it, with a message that says what
+ *     the option wants, instead of SQLite's "file is not a database".
+ */
 #include "cmd/cmd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "store/store.h"
 #include "util/utf8.h"
 
 int cmd_fail(const char *cmd, const struct err *err)
@@ -106,4 +123,102 @@ const char *cmd_model_dir(const char *opt)
         return opt;
     const char *e = getenv("IMGSEARCH_MODEL");
     return e && *e ? e : NULL;
+}
+
+static char default_store[4096];
+
+const char *cmd_store_path(const char *opt)
+{
+    if (opt && *opt)
+        return opt;
+    const char *e = getenv("IMGSEARCH_STORE");
+    if (e && *e)
+        return e;
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg)
+        n = snprintf(default_store, sizeof default_store, "%s/imgsearch/store.db", xdg);
+    else if (home && *home)
+        n = snprintf(default_store, sizeof default_store, "%s/.local/share/imgsearch/store.db",
+                     home);
+    else
+        return NULL;
+    return n > 0 && (size_t)n < sizeof default_store ? default_store : NULL;
+}
+
+/* mkdir -p of the folder that holds path */
+static int make_parent(const char *path, struct err *err)
+{
+    char dir[sizeof default_store];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = 0;
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(dir, 0755) && errno != EEXIST)
+            return err_set(err, ERR_IO, "%s: %s", dir, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return err_set(err, ERR_IO, "%s: %s", dir, strerror(errno));
+    return 0;
+}
+
+int cmd_store_open(struct store **st, const char *path, const struct store_options *so,
+                   struct err *err)
+{
+    int is_default = path == default_store;
+    struct stat sb;
+    if (!strstr(path, "://") && stat(path, &sb) == 0) {
+        /* an SQLite database starts with this 16-byte header; an empty file
+         * is one SQLite would make a store of */
+        static const char magic[16] = "SQLite format 3";
+        char head[16] = {0};
+        int fd = S_ISREG(sb.st_mode) ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        ssize_t got = fd >= 0 ? read(fd, head, sizeof head) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (!S_ISREG(sb.st_mode) || (got != 0 && (got != 16 || memcmp(head, magic, 16))))
+            return err_set(err, ERR_INVALID_ARGUMENT,
+                           "%s: not an imgsearch store (--store wants the database file "
+                           "that 'imgsearch index' makes, e.g. photos.db)",
+                           path);
+    } else if (is_default && !(so && so->create)) {
+        return err_set(err, ERR_NOT_FOUND,
+                       "no store given (--store PATH or IMGSEARCH_STORE) and the default "
+                       "store %s does not exist yet: 'imgsearch index DIR' makes it",
+                       path);
+    } else if (is_default) {
+        int rc = make_parent(path, err);
+        if (rc)
+            return rc;
+    }
+    return store_open(st, path, so, err);
+}
+
+int cmd_term_width(void)
+{
+    const char *e = getenv("COLUMNS");
+    if (e && *e) {
+        long w = strtol(e, NULL, 10);
+        return w > 0 && w < 100000 ? (int)w : 0;
+    }
+    struct winsize ws;
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 0;
+}
+
+int cmd_confirm(const char *question)
+{
+    fprintf(stderr, "%s [y/N] ", question);
+    fflush(stderr);
+    char line[64];
+    if (!fgets(line, sizeof line, stdin))
+        return 0;
+    return line[0] == 'y' || line[0] == 'Y';
 }

@@ -19,7 +19,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imgsearch duplicates --store PATH [--threshold X] [--json]\n"
+            "usage: imgsearch duplicates [--store PATH] [--threshold X] [--json]\n"
             "\n"
             "Lists groups of near-duplicate images: items linked by pairs whose cosine\n"
             "similarity is at least X, largest groups first. A table by default; with\n"
@@ -29,32 +29,40 @@ static void usage(FILE *f)
             "(a member's score is its best similarity to another member).\n"
             "\n"
             "options:\n"
-            "  --store PATH         the store\n"
+            "  --store PATH         the store (default $IMGSEARCH_STORE, else\n"
+            "                       ~/.local/share/imgsearch/store.db)\n"
             "  --threshold X        similarity that makes a pair, in (-1, 1] (default 0.95)\n"
             "  --json               JSON lines instead of a table\n"
             "  --help               this text\n");
 }
 
-static int run(int argc, char **argv)
+/* What the command line asked for. */
+struct dup_opts {
+    const char *store; /* --store, IMGSEARCH_STORE or the default */
+    double threshold;  /* similarity that makes a pair */
+    int json;          /* JSON lines instead of a table */
+};
+
+/* Fills o from argv. Returns -1 to go on, else the exit code (--help: 0,
+ * a usage error: 2). */
+static int parse_opts(int argc, char **argv, struct dup_opts *o)
 {
     static const struct option opts[] = {
         {"store", required_argument, 0, 's'}, {"threshold", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store = NULL;
-    double threshold = 0.95;
-    int json = 0, c;
+    int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 's': store = optarg; break;
-        case 'j': json = 1; break;
+        case 's': o->store = optarg; break;
+        case 'j': o->json = 1; break;
         case 't':
-            if (cmd_parse_double("duplicates", "--threshold", optarg, -1, 1, &threshold))
+            if (cmd_parse_double("duplicates", "--threshold", optarg, -1, 1, &o->threshold))
                 return 2;
-            if (threshold <= -1)
+            if (o->threshold <= -1)
                 return cmd_usage_error("duplicates", "--threshold must be above -1");
             break;
         case 'h': usage(stdout); return 0;
@@ -63,19 +71,27 @@ static int run(int argc, char **argv)
     }
     if (optind < argc)
         return cmd_usage_error("duplicates", "unexpected argument '%s'", argv[optind]);
-    if (!store)
-        return cmd_usage_error("duplicates", "--store PATH is required");
+    if (!(o->store = cmd_store_path(o->store)))
+        return cmd_usage_error("duplicates", "--store PATH is required (or set IMGSEARCH_STORE)");
+    return -1;
+}
+
+/* Prints the groups of the store o names; returns the exit code. */
+static int work(const struct dup_opts *o)
+{
+    const int json = o->json;
+    const double threshold = o->threshold;
     struct err err = {0};
     struct store *st;
     struct store_options so = {0};
-    int rc = store_open(&st, store, &so, &err);
+    int rc = cmd_store_open(&st, o->store, &so, &err);
     if (rc)
         return cmd_fail("duplicates", &err);
     struct store_dup_group *g = NULL;
     size_t ng = 0;
     if ((rc = store_duplicates(st, (float)threshold, &g, &ng, &err))) {
         rc = cmd_fail("duplicates", &err);
-        goto out;
+        goto fail;
     }
     size_t members = 0;
     for (size_t i = 0; i < ng; i++) {
@@ -106,11 +122,18 @@ static int run(int argc, char **argv)
         fprintf(stderr, "imgsearch duplicates: %zu group%s, %zu images (threshold %g)\n", ng,
                 ng == 1 ? "" : "s", members, threshold);
     store_dup_groups_free(g, ng);
-out:;
+fail:;
     struct err ce;
     if (store_close(st, &ce) && !rc)
         rc = cmd_fail("duplicates", &ce);
     return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    struct dup_opts o = {.threshold = 0.95};
+    int rc = parse_opts(argc, argv, &o);
+    return rc >= 0 ? rc : work(&o);
 }
 
 const struct cmd cmd_duplicates = {"duplicates", "groups of near-duplicate images in a store",

@@ -65,7 +65,7 @@ static int embed_all(struct pipe *p, struct input *in, int nin, int batch, int r
     int failed = 0, printed = 0;
     if (!pixels || !vecs || !slot) {
         failed = -1;
-        goto done;
+        goto fail;
     }
     for (int i = 0; i < nin;) {
         /* gather up to batch files (texts go one by one, in place) */
@@ -103,14 +103,26 @@ static int embed_all(struct pipe *p, struct input *in, int nin, int batch, int r
         fflush(stdout);
         i = j;
     }
-done:
+fail:
     free(pixels);
     free(vecs);
     free(slot);
     return failed;
 }
 
-static int run(int argc, char **argv)
+/* What the command line asked for. */
+struct embed_opts {
+    const char *model;   /* --model or IMGSEARCH_MODEL */
+    struct pipe_opts po; /* precision, decode, weights; text tower if needed */
+    int raw;             /* vectors before L2 normalisation */
+    long batch;          /* images per forward pass */
+    struct input *in;    /* nin inputs, in an array of argc */
+    int nin;
+};
+
+/* Fills o from argv. Returns -1 to go on, else the exit code (--help: 0,
+ * a usage error: 2). */
+static int parse_opts(int argc, char **argv, struct embed_opts *o)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"text", required_argument, 0, 't'},
@@ -119,76 +131,77 @@ static int run(int argc, char **argv)
         {"max-pixels", required_argument, 0, 'x'}, {"weights", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    const char *model = NULL;
-    struct pipe_opts po = {0};
-    int raw = 0;
-    long batch = 16, maxpx = 0;
+    long maxpx = 0;
     struct err err = {0};
-    struct input *in = calloc((size_t)argc, sizeof *in);
-    int nin = 0, c, rc = 0;
-    if (!in)
-        return 1;
+    int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "-", opts, NULL)) != -1) {
         switch (c) {
-        case 1: in[nin++] = (struct input){.s = optarg}; break;
-        case 't': in[nin++] = (struct input){.is_text = 1, .s = optarg}; break;
-        case 'm': model = optarg; break;
-        case 'r': raw = 1; break;
-        case 'f': po.full_decode = 1; break;
-        case 'w': po.weights = optarg; break;
+        case 1: o->in[o->nin++] = (struct input){.s = optarg}; break;
+        case 't': o->in[o->nin++] = (struct input){.is_text = 1, .s = optarg}; break;
+        case 'm': o->model = optarg; break;
+        case 'r': o->raw = 1; break;
+        case 'f': o->po.full_decode = 1; break;
+        case 'w': o->po.weights = optarg; break;
         case 'p':
-            if (pipe_parse_precision(optarg, &po.prec, &err)) {
-                free(in);
+            if (pipe_parse_precision(optarg, &o->po.prec, &err))
                 return cmd_usage_error("embed", "%s", err.msg);
-            }
             break;
         case 'b':
-            if ((rc = cmd_parse_int("embed", "--batch", optarg, 1, 256, &batch)))
-                goto out;
+            if (cmd_parse_int("embed", "--batch", optarg, 1, 256, &o->batch))
+                return 2;
             break;
         case 'x':
-            if ((rc = cmd_parse_int("embed", "--max-pixels", optarg, 1, 1000000000L, &maxpx)))
-                goto out;
+            if (cmd_parse_int("embed", "--max-pixels", optarg, 1, 1000000000L, &maxpx))
+                return 2;
             break;
-        case 'h': usage(stdout); goto out;
-        default:
-            rc = cmd_usage_error("embed", "unknown option '%s'", argv[optind - 1]);
-            goto out;
+        case 'h': usage(stdout); return 0;
+        default: return cmd_usage_error("embed", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    po.max_pixels = (uint64_t)maxpx;
-    if (!(model = cmd_model_dir(model))) {
-        rc = cmd_usage_error("embed", "--model DIR is required (or set IMGSEARCH_MODEL)");
-        goto out;
-    }
-    if (nin == 0) {
-        rc = cmd_usage_error("embed", "nothing to embed: give image files or --text");
-        goto out;
-    }
+    o->po.max_pixels = (uint64_t)maxpx;
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("embed", "--model DIR is required (or set IMGSEARCH_MODEL)");
+    if (o->nin == 0)
+        return cmd_usage_error("embed", "nothing to embed: give image files or --text");
     int any_text = 0;
-    for (int i = 0; i < nin; i++)
-        any_text |= in[i].is_text;
-    po.skip_text = !any_text;
-    struct pipe *p;
-    if ((rc = pipe_open(&p, model, &po, &err))) {
-        rc = cmd_fail("embed", &err);
-        goto out;
-    }
-    int failed = embed_all(p, in, nin, (int)batch, raw);
+    for (int i = 0; i < o->nin; i++)
+        any_text |= o->in[i].is_text;
+    o->po.skip_text = !any_text;
+    return -1;
+}
+
+/* Embeds o's inputs; returns the exit code. */
+static int work(struct embed_opts *o)
+{
+    struct err err = {0};
+    struct pipe *p = NULL;
+    int rc = pipe_open(&p, o->model, &o->po, &err);
+    if (rc)
+        return cmd_fail("embed", &err);
+    int failed = embed_all(p, o->in, o->nin, (int)o->batch, o->raw);
     if (failed < 0) {
         err_set(&err, ERR_NOMEM, "out of memory");
         rc = cmd_fail("embed", &err);
-        goto done;
+    } else {
+        rc = failed ? 2 : 0;
+        if (failed)
+            fprintf(stderr, "imgsearch embed: %d of %d inputs failed\n", failed, o->nin);
     }
-    rc = failed ? 2 : 0;
-    if (failed)
-        fprintf(stderr, "imgsearch embed: %d of %d inputs failed\n", failed, nin);
-done:
     pipe_free(p);
-out:
-    free(in);
+    return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    struct embed_opts o = {.batch = 16};
+    if (!(o.in = calloc((size_t)argc, sizeof *o.in)))
+        return 1;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc < 0)
+        rc = work(&o);
+    free(o.in);
     return rc;
 }
 

@@ -26,15 +26,9 @@
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "util/clock.h"
 
 /* ---- the terminal side of a run ------------------------------------------ */
-
-double ix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static volatile sig_atomic_t stop_flag;
 
@@ -72,7 +66,7 @@ static void ui_fail(void *ctx, const char *msg)
 
 static void bar_show(struct ix_ui *ui, int force)
 {
-    double t = ix_now(), el = t - ui->bar_t0;
+    double t = mono_now(), el = t - ui->bar_t0;
     if (!force && t - ui->last < (ui->tty ? 0.2 : 2.0))
         return;
     ui->last = t;
@@ -100,7 +94,7 @@ static void ui_progress(void *ctx, const struct ingest_progress *p)
 {
     struct ix_ui *ui = ctx;
     if (!ui->pr.total && p->total)
-        ui->bar_t0 = ui->last = ix_now();
+        ui->bar_t0 = ui->last = mono_now();
     ui->pr = *p;
     bar_show(ui, 0);
 }
@@ -111,7 +105,7 @@ void ix_ui_init(struct ix_ui *ui, const char *cmd, const char *verb, struct inge
     ui->cmd = cmd;
     ui->verb = verb;
     ui->tty = isatty(2);
-    ui->t0 = ui->bar_t0 = ui->last = ix_now();
+    ui->t0 = ui->bar_t0 = ui->last = mono_now();
     *h = (struct ingest_hooks){.fail = ui_fail, .progress = ui_progress, .stop = ui_stop,
                                .ctx = ui};
 }
@@ -159,7 +153,7 @@ void ix_ui_free(struct ix_ui *ui)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imgsearch index --store PATH --model DIR [options] PATH...\n"
+            "usage: imgsearch index [--store PATH] --model DIR [options] PATH...\n"
             "\n"
             "Adds the images under each PATH (folders are walked recursively; hidden\n"
             "files and folders are skipped; images are recognised by their bytes;\n"
@@ -174,11 +168,15 @@ static void usage(FILE *f)
             "\n"
             "Prints progress on stderr and a summary line on stdout:\n"
             "  {\"added\": 3, \"updated\": 0, \"unchanged\": 9, \"removed\": 0, \"failed\": 0,\n"
-            "   \"seconds\": 1.2, \"images_per_s\": 2.5}\n"
-            "and the failed files with their reasons on stderr (exit code 2 if any).\n"
+            "   \"skipped\": 0, \"non_image\": 1, \"seconds\": 1.2, \"images_per_s\": 2.5}\n"
+            "and the failed files with their reasons on stderr (exit code 2 if any). A file\n"
+            "that failed is remembered (PATH.failed next to the store) and skipped while it\n"
+            "does not change: counted as skipped, not failed again.\n"
             "\n"
             "options:\n"
-            "  --store PATH         the store (an SQLite file; PATH.hnsw holds its index)\n"
+            "  --store PATH         the store (an SQLite file; PATH.hnsw holds its index),\n"
+            "                       created if missing (default $IMGSEARCH_STORE, else\n"
+            "                       ~/.local/share/imgsearch/store.db)\n"
             "  --model DIR          model folder (default $IMGSEARCH_MODEL); a store made\n"
             "                       with another model is refused: see imgsearch reindex\n"
             "  --id-from WHAT       item ids: relpath (default: the path relative to the\n"
@@ -255,8 +253,8 @@ static int parse_opts(int argc, char **argv, struct idx_opts *o, char ***paths, 
             return cmd_usage_error("index", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (!o->store)
-        return cmd_usage_error("index", "--store PATH is required");
+    if (!(o->store = cmd_store_path(o->store)))
+        return cmd_usage_error("index", "--store PATH is required (or set IMGSEARCH_STORE)");
     if (!(o->model = cmd_model_dir(o->model)))
         return cmd_usage_error("index", "--model DIR is required (or set IMGSEARCH_MODEL)");
     if (*npaths == 0)
@@ -280,12 +278,20 @@ static int make_roots(char **paths, int n, char **roots, struct err *err)
     return 0;
 }
 
-/* Walk, plan, run, prune: the whole of an index run on an open store. */
+/* What a run did besides the ingest counts. */
+struct idx_extra {
+    long skipped;   /* failed before, unchanged since: not read */
+    long non_image; /* files whose bytes are no image */
+};
+
+/* Walk, plan, run, prune: the whole of an index run on an open store.
+ * failed (or NULL) names the record of the files that failed (failed.c). */
 static int ingest_all(struct store *st, struct pipe *p, const struct idx_opts *o,
                       const struct ingest_sidecar *sc, char **roots, int nroots,
-                      struct ix_ui *ui, const struct ingest_hooks *h, struct ingest_counts *n,
-                      struct err *err)
+                      const char *failed, struct ix_ui *ui, const struct ingest_hooks *h,
+                      struct ingest_counts *n, struct idx_extra *x, struct err *err)
 {
+    struct ingest_failures fl = {0};
     struct ingest_walk w;
     struct ingest_jobs jobs = {0};
     struct ingest_plan_opts po = {.id_from = o->id_from, .sidecar = sc};
@@ -296,13 +302,24 @@ static int ingest_all(struct store *st, struct pipe *p, const struct idx_opts *o
     int rc = ingest_walk(&w, (const char *const *)roots, nroots, h, n, err);
     if (!rc)
         rc = ingest_plan(st, &w, &po, h, n, &jobs, err);
+    if (!rc && failed && !(rc = ingest_failures_load(&fl, failed, err)))
+        x->skipped = (long)ingest_failures_skip(&fl, &jobs);
     if (!rc) {
         rc = ingest_run(st, p, &jobs, &ro, h, n, err);
         ix_ui_end(ui);
     }
     for (size_t i = 0; i < jobs.n; i++)
-        if (jobs.v[i].outcome == INGEST_NOT_IMAGE)
+        if (jobs.v[i].outcome == INGEST_NOT_IMAGE) {
             w.files[jobs.v[i].tag].not_image = 1;
+            x->non_image++;
+        }
+    if (failed && (!rc || rc == -ERR_INTERRUPTED)) {
+        struct err fe;
+        if (ingest_failures_update(&fl, &jobs, &fe) || ingest_failures_save(&fl, failed, &fe))
+            fprintf(stderr, "imgsearch index: %s (the failed files will be tried again)\n",
+                    fe.msg);
+    }
+    ingest_failures_free(&fl);
     if (!rc && o->prune)
         rc = ingest_prune(st, &w, n, err);
     ingest_jobs_free(&jobs);
@@ -335,35 +352,45 @@ static int run(int argc, char **argv)
     struct ix_ui ui;
     struct pipe *p = NULL;
     struct store *st = NULL;
+    struct idx_extra x = {0};
+    char *failed = NULL;
     ix_ui_init(&ui, "index", "indexed", &h);
     /* Roots first: a typo must not prune or start a model load. */
     if ((rc = make_roots(paths, npaths, roots, &err)) ||
         (o.metadata && (rc = ingest_sidecar_load(&sc, o.metadata, &err))) ||
         (rc = pipe_open(&p, o.model, &o.po, &err))) {
         rc = cmd_fail("index", &err);
-        goto out;
+        goto fail;
     }
     struct store_options so = {.model = clip_model_id(p->model), .dim = p->dim, .create = 1};
-    if ((rc = store_open(&st, o.store, &so, &err))) {
+    if ((rc = cmd_store_open(&st, o.store, &so, &err))) {
         rc = cmd_fail("index", &err);
         if (err.code == ERR_MODEL_MISMATCH)
             fprintf(stderr, "hint: 'imgsearch reindex --store %s --model %s' re-embeds the store "
                             "with this model\n", o.store, o.model);
-        goto out;
+        goto fail;
     }
+    /* the record of failed files sits next to a store file (not a URL) */
+    if (!strstr(o.store, "://") && asprintf(&failed, "%s.failed", o.store) < 0)
+        failed = NULL;
     ix_ui_catch_signals();
-    rc = ingest_all(st, p, &o, &sc, roots, npaths, &ui, &h, &n, &err);
+    rc = ingest_all(st, p, &o, &sc, roots, npaths, failed, &ui, &h, &n, &x, &err);
     if (!rc)
         rc = store_index_sync(st, &err);
     ix_ui_print_failures(&ui, n.failed);
     if (rc && rc != -ERR_INTERRUPTED) {
         rc = cmd_fail("index", &err);
-        goto out;
+        goto fail;
     }
-    double secs = ix_now() - ui.t0;
+    double secs = mono_now() - ui.t0;
+    if (x.skipped)
+        fprintf(stderr, "imgsearch index: %ld file%s that failed before and did not change since "
+                        "%s skipped (listed in %s)\n", x.skipped, x.skipped == 1 ? "" : "s",
+                x.skipped == 1 ? "was" : "were", failed);
     printf("{\"added\": %ld, \"updated\": %ld, \"unchanged\": %ld, \"removed\": %ld, "
-           "\"failed\": %ld, \"seconds\": %.3f, \"images_per_s\": %.2f%s}\n",
-           n.added, n.updated, n.unchanged, n.removed, n.failed, secs,
+           "\"failed\": %ld, \"skipped\": %ld, \"non_image\": %ld, \"seconds\": %.3f, "
+           "\"images_per_s\": %.2f%s}\n",
+           n.added, n.updated, n.unchanged, n.removed, n.failed, x.skipped, x.non_image, secs,
            secs > 0 ? (double)n.embedded / secs : 0.0,
            rc == -ERR_INTERRUPTED ? ", \"interrupted\": true" : "");
     fflush(stdout);
@@ -373,13 +400,14 @@ static int run(int argc, char **argv)
         rc = err_exit_code(ERR_INTERRUPTED);
     } else
         rc = n.failed ? 2 : 0;
-out:
+fail:
     if (st) {
         struct err ce;
         if (store_close(st, &ce) && !rc)
             rc = cmd_fail("index", &ce);
     }
     pipe_free(p);
+    free(failed);
     ingest_sidecar_free(&sc);
     for (int i = 0; i < npaths; i++)
         free(roots[i]);

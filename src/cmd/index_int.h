@@ -24,9 +24,6 @@ struct ix_ui {
     struct ingest_progress pr; /* the latest progress */
 };
 
-/* Monotonic seconds. */
-double ix_now(void);
-
 /* Sets up ui and fills h: failures are listed, progress drawn, and the
  * engine stops once SIGINT or SIGTERM came (after ix_ui_catch_signals). */
 void ix_ui_init(struct ix_ui *ui, const char *cmd, const char *verb, struct ingest_hooks *h);

@@ -5,7 +5,10 @@
  * Design:
  *  1. Never loads a model; only `check` loads the index (list, show, rm
  *     and count read the database alone).
- *  2. list pages by the store's sequence number: the cursor printed in the
+ *  2. The store is --store, IMGSEARCH_STORE or the default store (cmd.h).
+ *     Embeddings are printed only when --embedding asks for them, by list
+ *     and show alike.
+ *  3. list pages by the store's sequence number: the cursor printed in the
  *     last line ({"next_cursor": "N"}) is passed back with --cursor, and
  *     stays valid while items are added or removed.
  */
@@ -21,10 +24,11 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imgsearch items --store PATH COMMAND [ARGS]\n"
+            "usage: imgsearch items [--store PATH] COMMAND [ARGS]\n"
             "\n"
             "commands:\n"
-            "  list [--limit N] [--cursor C]  items in the order they were added, one JSON\n"
+            "  list [--limit N] [--cursor C] [--embedding]\n"
+            "                                 items in the order they were added, one JSON\n"
             "                                 line each, then {\"next_cursor\": C} if more\n"
             "                                 remain (--limit default 1000, at most 10000)\n"
             "  show ID [--embedding]          one item as a JSON object\n"
@@ -33,7 +37,10 @@ static void usage(FILE *f)
             "                                 embedding yet)\n"
             "\n"
             "options:\n"
-            "  --store PATH         the store\n"
+            "  --store PATH         the store (default $IMGSEARCH_STORE, else\n"
+            "                       ~/.local/share/imgsearch/store.db)\n"
+            "  --embedding          with list and show: add \"dim\" and \"embedding\" (null\n"
+            "                       for an item still waiting for one)\n"
             "  --help               this text\n");
 }
 
@@ -63,14 +70,19 @@ static void print_item(const struct store_item *it, int full, int dim)
     }
     printf(", \"has_embedding\": %s, \"metadata\": %s", it->has_embedding ? "true" : "false",
            it->metadata ? it->metadata : "{}");
-    if (full && it->embedding) {
+    if (dim > 0) { /* only when asked for (--embedding) */
         printf(", \"dim\": %d, \"embedding\": ", dim);
-        cmd_json_floats(stdout, it->embedding, dim);
+        if (it->embedding)
+            cmd_json_floats(stdout, it->embedding, dim);
+        else
+            fputs("null", stdout);
     }
     fputs("}\n", stdout);
 }
 
-static int do_list(struct store *st, long limit, const char *cursor, struct err *err)
+/* One page of items; with dim > 0 each with its embedding (read one by
+ * one: store_list leaves embeddings out). */
+static int do_list(struct store *st, long limit, const char *cursor, int dim, struct err *err)
 {
     int64_t after = 0;
     if (cursor) {
@@ -88,9 +100,21 @@ static int do_list(struct store *st, long limit, const char *cursor, struct err 
     int rc = store_list(st, after, (int)limit, &items, &n, &next, err);
     if (rc)
         return rc;
-    for (size_t i = 0; i < n; i++)
-        print_item(&items[i], 0, 0);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!dim) {
+            print_item(&items[i], 0, 0);
+            continue;
+        }
+        struct store_item full;
+        if (!(rc = store_get(st, items[i].id, &full, err))) {
+            print_item(&full, 0, dim);
+            store_item_clear(&full);
+        } else if (rc == -ERR_NOT_FOUND) /* removed since the page was read */
+            rc = 0;
+    }
     store_items_free(items, n);
+    if (rc)
+        return rc;
     /* a full page may be the last one: look ahead so the cursor means
      * "there is more" */
     if (next) {
@@ -200,7 +224,7 @@ static int do_check(struct store *st, long sample, struct err *err)
         size_t n;
         int64_t next;
         if ((rc = store_list(st, after, 10000, &items, &n, &next, err)))
-            goto out;
+            goto fail;
         for (size_t i = 0; i < n; i++) {
             seen++;
             if (items[i].has_embedding) {
@@ -210,7 +234,7 @@ static int do_check(struct store *st, long sample, struct err *err)
                     if (!g) {
                         store_items_free(items, n);
                         rc = err_set(err, ERR_NOMEM, "no memory");
-                        goto out;
+                        goto fail;
                     }
                     emb_ids = g;
                 }
@@ -224,7 +248,7 @@ static int do_check(struct store *st, long sample, struct err *err)
                     if (!g) {
                         store_items_free(items, n);
                         rc = err_set(err, ERR_NOMEM, "no memory");
-                        goto out;
+                        goto fail;
                     }
                     srcs = g;
                 }
@@ -245,7 +269,7 @@ static int do_check(struct store *st, long sample, struct err *err)
     int64_t checked = 0, lost = 0;
     float worst = 2;
     if ((rc = check_sample(st, emb_ids, nemb, sample, &checked, &lost, &worst, err)))
-        goto out;
+        goto fail;
     struct store_index_info info;
     store_index_info(st, &info);
     int ok = seen == count && count - waiting == nemb && lost == 0 &&
@@ -270,7 +294,7 @@ static int do_check(struct store *st, long sample, struct err *err)
            (long long)info.caught_up, (long long)checked, (long long)lost, (long long)dup_src,
            checked ? (double)worst : 1.0);
     rc = ok ? 0 : err_set(err, ERR_INTERNAL, "the store is inconsistent");
-out:
+fail:
     for (int64_t i = 0; i < nemb; i++)
         free(emb_ids[i]);
     free(emb_ids);
@@ -280,7 +304,21 @@ out:
     return rc;
 }
 
-static int run(int argc, char **argv)
+/* What the command line asked for. */
+struct items_opts {
+    const char *store;  /* --store, IMGSEARCH_STORE or the default */
+    const char *cursor; /* list --cursor */
+    long limit;         /* list --limit */
+    long sample;        /* check --sample */
+    int with_emb;       /* --embedding */
+    const char *sub;    /* list, show, rm, count or check */
+    char **args;        /* the command's arguments (args[0] is sub) */
+    int nargs;
+};
+
+/* Fills o from argv (o->args is the caller's, argc entries). Returns -1
+ * to go on, else the exit code (--help: 0, a usage error: 2). */
+static int parse_opts(int argc, char **argv, struct items_opts *o)
 {
     static const struct option opts[] = {
         {"store", required_argument, 0, 's'},  {"limit", required_argument, 0, 'l'},
@@ -288,40 +326,30 @@ static int run(int argc, char **argv)
         {"sample", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store = NULL, *cursor = NULL;
-    long limit = 1000, sample = 50;
-    int with_emb = 0, c, nargs = 0;
-    char **args = calloc((size_t)argc, sizeof *args);
-    if (!args)
-        return 1;
-    int rc = 0;
+    int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "-", opts, NULL)) != -1) {
         switch (c) {
-        case 1: args[nargs++] = optarg; break;
-        case 's': store = optarg; break;
-        case 'c': cursor = optarg; break;
-        case 'e': with_emb = 1; break;
+        case 1: o->args[o->nargs++] = optarg; break;
+        case 's': o->store = optarg; break;
+        case 'c': o->cursor = optarg; break;
+        case 'e': o->with_emb = 1; break;
         case 'l':
-            if ((rc = cmd_parse_int("items", "--limit", optarg, 1, 10000, &limit)))
-                goto done;
+            if (cmd_parse_int("items", "--limit", optarg, 1, 10000, &o->limit))
+                return 2;
             break;
         case 'n':
-            if ((rc = cmd_parse_int("items", "--sample", optarg, 0, 100000, &sample)))
-                goto done;
+            if (cmd_parse_int("items", "--sample", optarg, 0, 100000, &o->sample))
+                return 2;
             break;
-        case 'h': usage(stdout); goto done;
-        default:
-            rc = cmd_usage_error("items", "unknown option '%s'", argv[optind - 1]);
-            goto done;
+        case 'h': usage(stdout); return 0;
+        default: return cmd_usage_error("items", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (!store) {
-        rc = cmd_usage_error("items", "--store PATH is required");
-        goto done;
-    }
-    const char *sub = nargs ? args[0] : NULL;
+    if (!(o->store = cmd_store_path(o->store)))
+        return cmd_usage_error("items", "--store PATH is required (or set IMGSEARCH_STORE)");
+    const char *sub = o->sub = o->nargs ? o->args[0] : NULL;
     int want = !sub                     ? -1
              : !strcmp(sub, "list")     ? 0
              : !strcmp(sub, "count")    ? 0
@@ -329,69 +357,85 @@ static int run(int argc, char **argv)
              : !strcmp(sub, "show")     ? 1
              : !strcmp(sub, "rm")       ? -2
                                         : -3;
-    if (want == -1 || want == -3) {
-        rc = sub ? cmd_usage_error("items", "unknown command '%s'", sub)
-                 : cmd_usage_error("items", "give a command: list, show, rm or count");
-        goto done;
+    if (want == -1 || want == -3)
+        return sub ? cmd_usage_error("items", "unknown command '%s'", sub)
+                   : cmd_usage_error("items", "give a command: list, show, rm or count");
+    if ((want >= 0 && o->nargs - 1 != want) || (want == -2 && o->nargs < 2))
+        return cmd_usage_error("items", "%s takes %s", sub,
+                               want == 0 ? "no arguments" : want == 1 ? "one id" : "ids");
+    if ((o->cursor || o->limit != 1000) && strcmp(sub, "list"))
+        return cmd_usage_error("items", "--limit and --cursor go with list");
+    if (o->with_emb && strcmp(sub, "list") && strcmp(sub, "show"))
+        return cmd_usage_error("items", "--embedding goes with list and show");
+    return -1;
+}
+
+/* items rm: removes each id; a missing one is reported and counted */
+static int do_rm(struct store *st, char **ids, int n, struct err *err)
+{
+    int removed = 0, missing = 0, rc = 0;
+    for (int i = 0; i < n; i++) {
+        struct err de;
+        int d = store_delete(st, ids[i], &de);
+        if (d == 0)
+            removed++;
+        else if (d == -ERR_NOT_FOUND) {
+            missing++;
+            fprintf(stderr, "imgsearch items: %s\n", de.msg);
+        } else {
+            *err = de;
+            return d;
+        }
     }
-    if ((want >= 0 && nargs - 1 != want) || (want == -2 && nargs < 2)) {
-        rc = cmd_usage_error("items", "%s takes %s", sub,
-                             want == 0 ? "no arguments" : want == 1 ? "one id" : "ids");
-        goto done;
-    }
-    if ((cursor || limit != 1000) && strcmp(sub, "list")) {
-        rc = cmd_usage_error("items", "--limit and --cursor go with list");
-        goto done;
-    }
+    printf("{\"removed\": %d}\n", removed);
+    if (missing)
+        rc = err_set(err, ERR_NOT_FOUND, "%d of %d ids not found", missing, n);
+    return rc;
+}
+
+/* Runs the command o asked for on its store; returns the exit code. */
+static int work(const struct items_opts *o)
+{
     struct err err = {0};
     struct store *st;
     struct store_options so = {0};
-    if ((rc = store_open(&st, store, &so, &err))) {
-        rc = cmd_fail("items", &err);
-        goto done;
-    }
-    if (!strcmp(sub, "list"))
-        rc = do_list(st, limit, cursor, &err);
-    else if (!strcmp(sub, "count")) {
+    int rc = cmd_store_open(&st, o->store, &so, &err);
+    if (rc)
+        return cmd_fail("items", &err);
+    int dim = o->with_emb ? store_dim(st) : 0;
+    if (!strcmp(o->sub, "list"))
+        rc = do_list(st, o->limit, o->cursor, dim, &err);
+    else if (!strcmp(o->sub, "count")) {
         int64_t n, w;
         if (!(rc = store_count(st, &n, &err)) && !(rc = store_count_waiting(st, &w, &err)))
             printf("{\"items\": %lld, \"waiting\": %lld}\n", (long long)n, (long long)w);
-    } else if (!strcmp(sub, "show")) {
+    } else if (!strcmp(o->sub, "show")) {
         struct store_item it;
-        if (!(rc = store_get(st, args[1], &it, &err))) {
-            print_item(&it, 1, with_emb ? store_dim(st) : 0);
+        if (!(rc = store_get(st, o->args[1], &it, &err))) {
+            print_item(&it, 1, dim);
             store_item_clear(&it);
         }
-    } else if (!strcmp(sub, "rm")) {
-        int removed = 0, missing = 0;
-        for (int i = 1; i < nargs; i++) {
-            struct err de;
-            int d = store_delete(st, args[i], &de);
-            if (d == 0)
-                removed++;
-            else if (d == -ERR_NOT_FOUND) {
-                missing++;
-                fprintf(stderr, "imgsearch items: %s\n", de.msg);
-            } else {
-                err = de;
-                rc = d;
-                break;
-            }
-        }
-        if (!rc) {
-            printf("{\"removed\": %d}\n", removed);
-            if (missing)
-                rc = err_set(&err, ERR_NOT_FOUND, "%d of %d ids not found", missing, nargs - 1);
-        }
-    } else
-        rc = do_check(st, sample, &err);
+    } else if (!strcmp(o->sub, "rm"))
+        rc = do_rm(st, o->args + 1, o->nargs - 1, &err);
+    else
+        rc = do_check(st, o->sample, &err);
     if (rc)
         rc = cmd_fail("items", &err);
     struct err ce;
     if (store_close(st, &ce) && !rc)
         rc = cmd_fail("items", &ce);
-done:
-    free(args);
+    return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    struct items_opts o = {.limit = 1000, .sample = 50};
+    if (!(o.args = calloc((size_t)argc, sizeof *o.args)))
+        return 1;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc < 0)
+        rc = work(&o);
+    free(o.args);
     return rc;
 }
 

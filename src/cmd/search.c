@@ -9,14 +9,21 @@
  *  2. The query vector comes from the same pipeline as `embed` and `index`,
  *     so a query image that is in the store scores 1 against itself; the
  *     search itself is the query layer's, shared with the service.
- *  3. Output: a table for people (scores to 4 decimals), or one JSON line
- *     per hit with --json.
+ *  3. Output: a table for people (scores to 4 decimals) that fits the
+ *     terminal (long ids, sources and metadata are cut with "..."), one
+ *     JSON line per hit with --json, or only the source paths with --paths
+ *     (for xargs and friends).
+ *  4. The query may be positional: an argument that names an existing file
+ *     is an image, anything else a text (`imgsearch search "red shoes"`).
+ *     --image and --text say it explicitly when a text looks like a path.
+ *  5. The store is --store, IMGSEARCH_STORE or the default store (cmd.h).
  */
 #include "cmd/cmd.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "pipe/pipe.h"
 #include "query/query.h"
@@ -25,9 +32,10 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imgsearch search --store PATH [--model DIR] (--image FILE | --text TEXT |\n"
-            "                        --like ID) [options]\n"
+            "usage: imgsearch search [options] QUERY\n"
+            "       imgsearch search [options] (--image FILE | --text TEXT | --like ID)\n"
             "\n"
+            "QUERY is an image when it names an existing file, else a text.\n"
             "Prints the items most similar to the query, best first: a table (rank, score,\n"
             "id, source, metadata), or with --json one line per hit:\n"
             "  {\"rank\": 1, \"id\": ..., \"score\": 0.91, \"source\": ..., \"metadata\": {...}}\n"
@@ -35,7 +43,8 @@ static void usage(FILE *f)
             "embedding (\"more like this\": the item itself is left out) and needs no model.\n"
             "\n"
             "options:\n"
-            "  --store PATH         the store\n"
+            "  --store PATH         the store (default $IMGSEARCH_STORE, else\n"
+            "                       ~/.local/share/imgsearch/store.db)\n"
             "  --model DIR          model folder (default $IMGSEARCH_MODEL); must be the\n"
             "                       store's model\n"
             "  --image FILE         query with an image\n"
@@ -49,17 +58,57 @@ static void usage(FILE *f)
             "  --ef N               search width of the index (default: the store's)\n"
             "  --precision P        auto (default), fp32 or bf16\n"
             "  --json               JSON lines instead of a table\n"
+            "  --paths              only the source path of each hit, one a line\n"
             "  --help               this text\n");
 }
 
+/* Writes s in w columns (code points), padded with spaces when pad; with
+ * cut, a longer s is cut with "...", keeping its end when tail (the file
+ * name of a path) and its start otherwise. w <= 0: as it is. */
+static void put_fit(const char *s, int w, int tail, int pad, int cut)
+{
+    int n = 0;
+    for (const char *q = s; *q; q++)
+        n += ((unsigned char)*q & 0xC0) != 0x80;
+    if (w <= 0 || n <= w || !cut) {
+        fputs(s, stdout);
+        for (int i = n; pad && i < w; i++)
+            putchar(' ');
+        return;
+    }
+    int keep = w > 3 ? w - 3 : 0, skip = tail ? n - keep : 0, i = 0;
+    if (tail)
+        fputs(w >= 3 ? "..." : "", stdout);
+    for (const char *q = s; *q; q++) {
+        int start = ((unsigned char)*q & 0xC0) != 0x80;
+        i += start;
+        if (i > skip && i <= skip + keep)
+            putchar(*q);
+    }
+    if (!tail)
+        fputs(w >= 3 ? "..." : "", stdout);
+}
+
+static int text_width(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* rank, score, id, source, metadata; within cmd_term_width() columns when
+ * that is known: id and source get their widest value up to a share of
+ * what is left, metadata the rest. Otherwise nothing is cut (columns are
+ * padded to at most 40 and 60). */
 static void print_table(const struct store_hit *h, size_t n, int offset)
 {
-    int idw = 2, srcw = 6;
+    int idw = 2, srcw = 6, metaw;
     for (size_t i = 0; i < n; i++) {
-        int l = (int)strlen(h[i].id);
+        int l = text_width(h[i].id);
         if (l > idw)
             idw = l;
-        l = h[i].source ? (int)strlen(h[i].source) : 1;
+        l = h[i].source ? text_width(h[i].source) : 1;
         if (l > srcw)
             srcw = l;
     }
@@ -67,11 +116,46 @@ static void print_table(const struct store_hit *h, size_t n, int offset)
         idw = 40;
     if (srcw > 60)
         srcw = 60;
-    printf("%4s  %-6s  %-*s  %-*s  %s\n", "rank", "score", idw, "id", srcw, "source", "metadata");
+    int width = cmd_term_width();
+    metaw = 0; /* no limit */
+    if (width > 0) {
+        int fixed = 4 + 2 + 6 + 2 + 2 + 2; /* rank, score and the gaps */
+        int room = width - fixed - 8;       /* for id and source; metadata keeps 8 */
+        if (room < 16)
+            room = 16;
+        if (idw + srcw > room) {
+            int share = room * 2 / 5; /* the id's share when both are long */
+            if (idw > share)
+                idw = srcw < room - share ? room - srcw : share;
+            srcw = room - idw;
+        }
+        metaw = width - fixed - idw - srcw;
+        if (metaw < 8)
+            metaw = 8;
+    }
+    int cut = width > 0; /* no terminal, no COLUMNS: values whole, for grep */
+    printf("rank  score   ");
+    put_fit("id", idw, 0, 1, cut);
+    fputs("  ", stdout);
+    put_fit("source", srcw, 0, 1, cut);
+    fputs("  metadata\n", stdout);
+    for (size_t i = 0; i < n; i++) {
+        printf("%4d  %6.4f  ", offset + (int)i + 1, (double)h[i].score);
+        put_fit(h[i].id, idw, 0, 1, cut);
+        fputs("  ", stdout);
+        put_fit(h[i].source ? h[i].source : "-", srcw, 1, 1, cut);
+        fputs("  ", stdout);
+        put_fit(strcmp(h[i].metadata, "{}") ? h[i].metadata : "", metaw, 0, 0, cut);
+        putchar('\n');
+    }
+}
+
+/* The source path of every hit that has one, one a line. */
+static void print_paths(const struct store_hit *h, size_t n)
+{
     for (size_t i = 0; i < n; i++)
-        printf("%4d  %6.4f  %-*s  %-*s  %s\n", offset + (int)i + 1, (double)h[i].score, idw,
-               h[i].id, srcw, h[i].source ? h[i].source : "-",
-               strcmp(h[i].metadata, "{}") ? h[i].metadata : "");
+        if (h[i].source)
+            printf("%s\n", h[i].source);
 }
 
 static void print_json(const struct store_hit *h, size_t n, int offset)
@@ -96,11 +180,12 @@ struct args {
     struct store_filter filters[STORE_FILTERS_MAX];   /* q.filters points here */
     struct pipe_opts po;                              /* precision */
     int json;                                         /* JSON lines output */
+    int paths;                                        /* source paths only */
 };
 
 /* Fills a from argv. Returns -1 to go on, else the exit code (--help: 0,
  * a usage error: 2). */
-static int parse_args(int argc, char **argv, struct args *a)
+static int parse_opts(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
         {"store", required_argument, 0, 's'},     {"model", required_argument, 0, 'm'},
@@ -109,7 +194,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"offset", required_argument, 0, 'o'},    {"filter", required_argument, 0, 'f'},
         {"min-score", required_argument, 0, 'S'}, {"ef", required_argument, 0, 'e'},
         {"precision", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
+        {"paths", no_argument, 0, 'P'},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     long k = 10, offset = 0, ef = 0;
     double min_score = -1;
@@ -125,6 +211,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         case 't': a->text = optarg; nq++; break;
         case 'l': a->like = optarg; nq++; break;
         case 'j': a->json = 1; break;
+        case 'P': a->paths = 1; break;
         case 'k':
             if (cmd_parse_int("search", "-k", optarg, 1, QUERY_K_MAX, &k))
                 return 2;
@@ -160,12 +247,24 @@ static int parse_args(int argc, char **argv, struct args *a)
             return cmd_usage_error("search", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc)
-        return cmd_usage_error("search", "unexpected argument '%s'", argv[optind]);
-    if (!a->store)
-        return cmd_usage_error("search", "--store PATH is required");
+    if (optind < argc) {
+        struct stat sb;
+        if (optind + 1 < argc)
+            return cmd_usage_error("search", "one query, not '%s' and '%s' (quote a text with "
+                                   "spaces)", argv[optind], argv[optind + 1]);
+        if (stat(argv[optind], &sb) == 0 && S_ISREG(sb.st_mode))
+            a->image = argv[optind];
+        else
+            a->text = argv[optind];
+        nq++;
+    }
+    if (a->json && a->paths)
+        return cmd_usage_error("search", "--json or --paths, not both");
+    if (!(a->store = cmd_store_path(a->store)))
+        return cmd_usage_error("search", "--store PATH is required (or set IMGSEARCH_STORE)");
     if (nq != 1)
-        return cmd_usage_error("search", "give one query: --image FILE, --text TEXT or --like ID");
+        return cmd_usage_error("search", "give one query: QUERY, --image FILE, --text TEXT or "
+                               "--like ID");
     if (!a->like && !(a->model = cmd_model_dir(a->model)))
         return cmd_usage_error("search", "--model DIR is required (or set IMGSEARCH_MODEL)");
     a->q = (struct query_opts){
@@ -213,7 +312,7 @@ static int query_vector(const struct args *a, struct store *st, struct pipe **p,
 static int run(int argc, char **argv)
 {
     struct args a = {0};
-    int rc = parse_args(argc, argv, &a);
+    int rc = parse_opts(argc, argv, &a);
     if (rc >= 0)
         return rc;
     struct store *st = NULL;
@@ -223,7 +322,7 @@ static int run(int argc, char **argv)
     float *vec = NULL;
     struct err err = {0};
     struct store_options so = {0};
-    if ((rc = store_open(&st, a.store, &so, &err)))
+    if ((rc = cmd_store_open(&st, a.store, &so, &err)))
         goto fail;
     if (!(vec = malloc(sizeof(float) * (size_t)store_dim(st)))) {
         rc = err_set(&err, ERR_NOMEM, "no memory");
@@ -235,15 +334,15 @@ static int run(int argc, char **argv)
         goto fail;
     if (a.json)
         print_json(hits, nh, a.q.offset);
+    else if (a.paths)
+        print_paths(hits, nh);
     else if (nh)
         print_table(hits, nh, a.q.offset);
     else
         fprintf(stderr, "imgsearch search: no results\n");
-    rc = 0;
-    goto out;
 fail:
-    rc = cmd_fail("search", &err);
-out:
+    if (rc)
+        rc = cmd_fail("search", &err);
     store_hits_free(hits, nh);
     free(vec);
     pipe_free(p);

@@ -53,7 +53,17 @@ static void print_error(const char *text, const struct err *err)
     fputs("}\n", stdout);
 }
 
-static int run(int argc, char **argv)
+/* What the command line asked for. */
+struct tok_opts {
+    const char *model;  /* --model or IMGSEARCH_MODEL */
+    long context;       /* ids per text */
+    const char **texts; /* ntext texts (argv's), in an array of argc + 1 */
+    int ntext;
+};
+
+/* Fills o from argv. Returns -1 to go on, else the exit code (--help: 0,
+ * a usage error: 2). */
+static int parse_opts(int argc, char **argv, struct tok_opts *o)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -61,74 +71,80 @@ static int run(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *model = NULL;
-    long context = TOK_CONTEXT;
-    const char **texts = calloc((size_t)argc + 1, sizeof *texts);
-    int32_t *ids = NULL;
-    struct tok *t = NULL;
-    struct err err = {0};
-    int ntext = 0, c, rc = 0;
-    if (!texts)
-        return 1;
+    int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "-:", opts, NULL)) != -1) {
         switch (c) {
-        case 1: texts[ntext++] = optarg; break;
-        case 'm': model = optarg; break;
+        case 1: o->texts[o->ntext++] = optarg; break;
+        case 'm': o->model = optarg; break;
         case 'c':
-            if ((rc = cmd_parse_int("tokenize", "--context", optarg, 2, CONTEXT_MAX,
-                                    &context)))
-                goto out;
+            if (cmd_parse_int("tokenize", "--context", optarg, 2, CONTEXT_MAX, &o->context))
+                return 2;
             break;
-        case 'h': usage(stdout); goto out;
+        case 'h': usage(stdout); return 0;
         case ':':
-            rc = cmd_usage_error("tokenize", "option '%s' needs a value", argv[optind - 1]);
-            goto out;
-        default:
-            rc = cmd_usage_error("tokenize", "unknown option '%s'", argv[optind - 1]);
-            goto out;
+            return cmd_usage_error("tokenize", "option '%s' needs a value", argv[optind - 1]);
+        default: return cmd_usage_error("tokenize", "unknown option '%s'", argv[optind - 1]);
         }
     }
     while (optind < argc) /* the texts after "--" */
-        texts[ntext++] = argv[optind++];
-    if (!(model = cmd_model_dir(model))) {
-        rc = cmd_usage_error("tokenize", "--model DIR is required (or set IMGSEARCH_MODEL)");
-        goto out;
-    }
-    if (ntext == 0) {
-        rc = cmd_usage_error("tokenize", "nothing to tokenize: give one or more texts");
-        goto out;
-    }
-    if (tok_new_from_dir(&t, model, &err)) {
+        o->texts[o->ntext++] = argv[optind++];
+    if (!(o->model = cmd_model_dir(o->model)))
+        return cmd_usage_error("tokenize", "--model DIR is required (or set IMGSEARCH_MODEL)");
+    if (o->ntext == 0)
+        return cmd_usage_error("tokenize", "nothing to tokenize: give one or more texts");
+    return -1;
+}
+
+/* Tokenizes o's texts; returns the exit code. */
+static int work(const struct tok_opts *o)
+{
+    int32_t *ids = NULL;
+    struct tok *t = NULL;
+    struct err err = {0};
+    int rc = 0;
+    if (tok_new_from_dir(&t, o->model, &err)) {
         rc = cmd_fail("tokenize", &err);
-        goto out;
+        goto fail;
     }
-    ids = malloc(sizeof *ids * (size_t)context);
+    ids = malloc(sizeof *ids * (size_t)o->context);
     if (!ids) {
         err_set(&err, ERR_NOMEM, "out of memory");
         rc = cmd_fail("tokenize", &err);
-        goto out;
+        goto fail;
     }
-    for (int i = 0; i < ntext; i++) {
+    for (int i = 0; i < o->ntext; i++) {
+        const char *text = o->texts[i];
         int n = 0;
-        if (tok_encode(t, texts[i], strlen(texts[i]), ids, (int)context, &n, &err)) {
-            print_error(texts[i], &err);
+        if (tok_encode(t, text, strlen(text), ids, (int)o->context, &n, &err)) {
+            print_error(text, &err);
             err_prefix(&err, "text %d", i + 1);
             int code = cmd_fail("tokenize", &err);
             if (code > rc)
                 rc = code;
         } else
-            print_ids(texts[i], ids, n);
+            print_ids(text, ids, n);
     }
     if (fflush(stdout) != 0 && !rc) {
         err_set(&err, ERR_IO, "stdout: write failed");
         rc = cmd_fail("tokenize", &err);
     }
-out:
+fail:
     free(ids);
     tok_free(t);
-    free(texts);
+    return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    struct tok_opts o = {.context = TOK_CONTEXT};
+    if (!(o.texts = calloc((size_t)argc + 1, sizeof *o.texts)))
+        return 1;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc < 0)
+        rc = work(&o);
+    free(o.texts);
     return rc;
 }
 

@@ -164,9 +164,9 @@ static int resize_window(const uint8_t *src, int w, int h, int nw, int nh, int x
     int rc = 0;
 
     if (need_h && (rc = coeffs_make(&hc, w, nw, x0, cw, err)) < 0)
-        goto done;
+        goto fail;
     if (need_v && (rc = coeffs_make(&vc, h, nh, y0, ch, err)) < 0)
-        goto done;
+        goto fail;
 
     /* Input rows the vertical pass reads: [r0, r1). */
     int r0 = y0, r1 = y0 + ch;
@@ -194,7 +194,7 @@ static int resize_window(const uint8_t *src, int w, int h, int nw, int nh, int x
             else
                 memcpy(out, in + (size_t)x0 * 3, row_bytes);
         }
-        goto done;
+        goto fail;
     }
 
     /* Vertical input: the horizontal pass's rows, or src's columns. */
@@ -204,7 +204,7 @@ static int resize_window(const uint8_t *src, int w, int h, int nw, int nh, int x
         tmp = malloc((size_t)(r1 - r0) * row_bytes + 1);
         if (!tmp) {
             rc = err_set(err, ERR_NOMEM, "out of memory resizing %dx%d to %dx%d", w, h, nw, nh);
-            goto done;
+            goto fail;
         }
         for (int r = r0; r < r1; r++)
             hpass_row(src + (size_t)r * src_stride, &hc, cw, tmp + (size_t)(r - r0) * row_bytes);
@@ -217,7 +217,7 @@ static int resize_window(const uint8_t *src, int w, int h, int nw, int nh, int x
     acc = malloc(sizeof *acc * row_bytes);
     if (!acc) {
         rc = err_set(err, ERR_NOMEM, "out of memory resizing %dx%d to %dx%d", w, h, nw, nh);
-        goto done;
+        goto fail;
     }
     for (int j = 0; j < ch; j++) {
         for (size_t i = 0; i < row_bytes; i++)
@@ -233,7 +233,7 @@ static int resize_window(const uint8_t *src, int w, int h, int nw, int nh, int x
         for (size_t i = 0; i < row_bytes; i++)
             out[i] = clip8(acc[i]);
     }
-done:
+fail:
     free(acc);
     free(tmp);
     coeffs_free(&hc);

@@ -106,27 +106,27 @@ static int read_file(const char *path, uint8_t **buf, size_t *cap, size_t *len, 
     int rc = 0, sniffed = 0;
     if (fstat(fd, &sb)) {
         rc = err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
-        goto out;
+        goto fail;
     }
     if (!S_ISREG(sb.st_mode)) {
         rc = err_set(err, ERR_IO, "%s: not a regular file", path);
-        goto out;
+        goto fail;
     }
     *mtime = (int64_t)sb.st_mtim.tv_sec;
     size_t want = sb.st_size > 0 && (uint64_t)sb.st_size < IMG_MAX_FILE_BYTES
                       ? (size_t)sb.st_size + 1 : 4096;
     if ((rc = grow(buf, cap, want < 64 ? 64 : want, path, err)))
-        goto out;
+        goto fail;
     for (;;) {
         if (sniffed && *len == *cap) {
             if (*cap > IMG_MAX_FILE_BYTES) {
                 rc = err_set(err, ERR_TOO_LARGE, "%s: over %u bytes", path, IMG_MAX_FILE_BYTES);
-                goto out;
+                goto fail;
             }
             size_t nc = *cap * 2 > (size_t)IMG_MAX_FILE_BYTES + 1 ? (size_t)IMG_MAX_FILE_BYTES + 1
                                                                   : *cap * 2;
             if ((rc = grow(buf, cap, nc, path, err)))
-                goto out;
+                goto fail;
         }
         /* the first read stops at INGEST_SNIFF_BYTES: enough to sniff */
         size_t room = sniffed ? *cap - *len : INGEST_SNIFF_BYTES - *len;
@@ -135,12 +135,12 @@ static int read_file(const char *path, uint8_t **buf, size_t *cap, size_t *len, 
             if (errno == EINTR)
                 continue;
             rc = err_set(err, ERR_IO, "%s: read: %s", path, strerror(errno));
-            goto out;
+            goto fail;
         }
         *len += (size_t)r;
         if (!sniffed && (r == 0 || *len >= INGEST_SNIFF_BYTES)) {
             if (!ingest__is_image(*buf, *len))
-                goto out; /* not an image: *is_image stays 0 */
+                goto fail; /* not an image: *is_image stays 0 */
             sniffed = 1;
             if (r == 0)
                 break;
@@ -151,10 +151,10 @@ static int read_file(const char *path, uint8_t **buf, size_t *cap, size_t *len, 
     }
     if (*len > IMG_MAX_FILE_BYTES) {
         rc = err_set(err, ERR_TOO_LARGE, "%s: over %u bytes", path, IMG_MAX_FILE_BYTES);
-        goto out;
+        goto fail;
     }
     *is_image = 1;
-out:
+fail:
     close(fd);
     return rc;
 }
@@ -552,10 +552,10 @@ int ingest_run(struct store *st, struct pipe *p, struct ingest_jobs *js,
     int rc = 0, pool_on = 0;
     if (!b.px || !b.vecs || !b.res || !b.same) {
         rc = err_set(err, ERR_NOMEM, "no memory for a batch of %d images", B);
-        goto out;
+        goto fail;
     }
     if ((rc = pool_start(&pl, p, js, o, px, err)))
-        goto out;
+        goto fail;
     pool_on = 1;
     for (;;) {
         int nb, ns;
@@ -563,7 +563,7 @@ int ingest_run(struct store *st, struct pipe *p, struct ingest_jobs *js,
         if (nb && embed(&ru, b.px, b.res, nb, b.vecs))
             nb = 0;
         if ((rc = write_batch(&ru, b.same, ns, b.res, nb, b.vecs, err)))
-            goto out;
+            goto fail;
         progress(&ru);
         if (more == 0)
             break;
@@ -572,7 +572,7 @@ int ingest_run(struct store *st, struct pipe *p, struct ingest_jobs *js,
             break;
         }
     }
-out:
+fail:
     if (pool_on)
         pool_stop(&pl);
     free(b.px);

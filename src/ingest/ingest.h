@@ -15,6 +15,8 @@
  *   ingest_run      jobs -> decoder threads (read, sniff, hash, decode,
  *                   preprocess) -> a bounded queue -> batched inference ->
  *                   one store transaction per batch
+ *   ingest_failures the files that failed, remembered between runs: the
+ *                   plan's jobs for them are dropped while they are unchanged
  *
  * The rules, the same for every caller:
  *
@@ -303,5 +305,38 @@ int ingest_default_decoders(void);
 int ingest_run(struct store *st, struct pipe *p, struct ingest_jobs *js,
                const struct ingest_run_opts *o, const struct ingest_hooks *h,
                struct ingest_counts *n, struct err *err);
+
+/* ---- failures remembered between runs (failed.c) -------------------------- */
+
+/* A file that failed, with the size and mtime it had then. */
+struct ingest_failure {
+    char *path;    /* the job's path (owned) */
+    int64_t size;  /* bytes when it failed */
+    int64_t mtime; /* seconds when it failed */
+};
+
+struct ingest_failures {
+    struct ingest_failure *v; /* n entries, sorted by path */
+    size_t n;                 /* used */
+    size_t cap;               /* allocated */
+};
+
+/* Reads the record file (a missing or oversized one is an empty list). */
+int ingest_failures_load(struct ingest_failures *f, const char *file, struct err *err);
+
+/* Removes from js (clearing them) the new and changed files that failed
+ * before with the same size and mtime; returns how many. */
+size_t ingest_failures_skip(const struct ingest_failures *f, struct ingest_jobs *js);
+
+/* After ingest_run: files of js that failed are remembered (with their
+ * size and mtime now), files that went through are forgotten, and so are
+ * remembered files that no longer exist. */
+int ingest_failures_update(struct ingest_failures *f, const struct ingest_jobs *js,
+                           struct err *err);
+
+/* Writes the record file atomically; an empty list removes it. */
+int ingest_failures_save(const struct ingest_failures *f, const char *file, struct err *err);
+
+void ingest_failures_free(struct ingest_failures *f);
 
 #endif

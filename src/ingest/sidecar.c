@@ -44,6 +44,14 @@ static int dbuf_push(struct dbuf *b, char c)
     return 0;
 }
 
+/* dbuf_push with csv_record's error: ERR_NOMEM naming the file */
+static int push(struct dbuf *b, char c, const char *file, struct err *err)
+{
+    if (dbuf_push(b, c))
+        return err_set(err, ERR_NOMEM, "%s: no memory", file);
+    return 0;
+}
+
 /* One CSV record (RFC 4180: comma separated, CRLF or LF, "quoted" fields
  * may hold commas, line breaks and "" for a quote) from s[*pos..n) into
  * row, a JSON array of strings. *line counts lines for messages. */
@@ -61,12 +69,12 @@ static int csv_record(const char *file, const char *s, size_t n, size_t *pos, in
                 if (i >= n) {
                     rc = err_set(err, ERR_INVALID_ARGUMENT,
                                  "%s:%d: a quoted field is never closed", file, first_line);
-                    goto out;
+                    goto fail;
                 }
                 if (s[i] == '"') {
                     if (i + 1 < n && s[i + 1] == '"') {
-                        if (dbuf_push(&b, '"'))
-                            goto nomem;
+                        if ((rc = push(&b, '"', file, err)))
+                            goto fail;
                         i += 2;
                         continue;
                     }
@@ -75,23 +83,23 @@ static int csv_record(const char *file, const char *s, size_t n, size_t *pos, in
                 }
                 if (s[i] == '\n')
                     (*line)++;
-                if (dbuf_push(&b, s[i++]))
-                    goto nomem;
+                if ((rc = push(&b, s[i++], file, err)))
+                    goto fail;
             }
             if (i < n && s[i] != ',' && s[i] != '\n' && s[i] != '\r') {
                 rc = err_set(err, ERR_INVALID_ARGUMENT,
                              "%s:%d: text after the closing quote of a field", file, *line);
-                goto out;
+                goto fail;
             }
         } else {
             while (i < n && s[i] != ',' && s[i] != '\n' && s[i] != '\r')
-                if (dbuf_push(&b, s[i++]))
-                    goto nomem;
+                if ((rc = push(&b, s[i++], file, err)))
+                    goto fail;
         }
         json_t *f = json_stringn(b.s ? b.s : "", b.n);
         if (!f) {
             rc = err_set(err, ERR_INVALID_UTF8, "%s:%d: a field is not valid UTF-8", file, *line);
-            goto out;
+            goto fail;
         }
         json_array_append_new(row, f);
         if (i < n && s[i] == ',') {
@@ -106,10 +114,7 @@ static int csv_record(const char *file, const char *s, size_t n, size_t *pos, in
         break;
     }
     *pos = i;
-    goto out;
-nomem:
-    rc = err_set(err, ERR_NOMEM, "%s: no memory", file);
-out:
+fail:
     free(b.s);
     return rc;
 }
@@ -170,7 +175,7 @@ static int load_csv(struct ingest_sidecar *sc, const char *file, const char *dir
     if (!head)
         return err_set(err, ERR_NOMEM, "no memory");
     if ((rc = csv_record(file, s, n, &pos, &line, head, err)))
-        goto out;
+        goto fail;
     size_t ncol = json_array_size(head), key = (size_t)-1;
     for (size_t i = 0; i < ncol; i++)
         if (!strcmp(json_string_value(json_array_get(head, i)), "path"))
@@ -182,18 +187,18 @@ static int load_csv(struct ingest_sidecar *sc, const char *file, const char *dir
     if (key == (size_t)-1) {
         rc = err_set(err, ERR_INVALID_ARGUMENT,
                      "%s: the header row has no 'path' or 'id' column", file);
-        goto out;
+        goto fail;
     }
     while (pos < n) {
         int at = line;
         json_t *row = json_array();
         if (!row) {
             rc = err_set(err, ERR_NOMEM, "no memory");
-            goto out;
+            goto fail;
         }
         if ((rc = csv_record(file, s, n, &pos, &line, row, err))) {
             json_decref(row);
-            goto out;
+            goto fail;
         }
         size_t nf = json_array_size(row);
         if (nf == 1 && !*json_string_value(json_array_get(row, 0))) {
@@ -204,14 +209,14 @@ static int load_csv(struct ingest_sidecar *sc, const char *file, const char *dir
             json_decref(row);
             rc = err_set(err, ERR_INVALID_ARGUMENT, "%s:%d: %zu fields, the header has %zu",
                          file, at, nf, ncol);
-            goto out;
+            goto fail;
         }
         const char *k = json_string_value(json_array_get(row, key));
         if (!*k) {
             json_decref(row);
             rc = err_set(err, ERR_INVALID_ARGUMENT, "%s:%d: the %s is empty", file, at,
                          is_path ? "path" : "id");
-            goto out;
+            goto fail;
         }
         json_t *fields = json_object();
         for (size_t i = 0; fields && i < ncol; i++) {
@@ -224,10 +229,10 @@ static int load_csv(struct ingest_sidecar *sc, const char *file, const char *dir
         json_decref(row);
         if (rc) {
             rc = err_set(err, ERR_NOMEM, "no memory");
-            goto out;
+            goto fail;
         }
     }
-out:
+fail:
     json_decref(head);
     return rc;
 }

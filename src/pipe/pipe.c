@@ -123,7 +123,7 @@ int pipe_embed_texts(struct pipe *p, const char *const *texts, int n, float *out
     int rc = 0;
     if (!ids || !rows || !lens) {
         rc = err_set(err, ERR_NOMEM, "out of memory");
-        goto done;
+        goto fail;
     }
     for (int i = 0; i < n; i++) {
         rows[i] = ids + (size_t)i * ctx;
@@ -131,14 +131,14 @@ int pipe_embed_texts(struct pipe *p, const char *const *texts, int n, float *out
         if (rc) {
             if (n > 1)
                 err_prefix(err, "text %d", i + 1);
-            goto done;
+            goto fail;
         }
     }
     rc = clip_embed_ids(p->model, (const int32_t *const *)rows, lens, n, out, err);
     if (!rc && !raw)
         for (int i = 0; i < n; i++)
             clip_l2_normalize(out + (size_t)i * p->dim, p->dim);
-done:
+fail:
     free(ids);
     free(rows);
     free(lens);

@@ -406,7 +406,7 @@ int st_write(const char *path, const struct st_write_tensor *t, int n,
     struct fs_atomic w;
     rc = fs_atomic_open(&w, path, err);
     if (rc)
-        goto done;
+        goto fail;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
@@ -426,7 +426,7 @@ int st_write(const char *path, const struct st_write_tensor *t, int n,
         fs_atomic_abort(&w);
     else
         rc = fs_atomic_commit(&w, err);
-done:
+fail:
     free(hdr);
     return rc;
 }

@@ -1,6 +1,8 @@
-# lib.sh - a tiny harness for CLI tests: each `t_*` call is one case.
-# Sourced by tests/cli/test_*.sh; prints "N passed, N failed, N skipped" at
-# the end. t_skip TAG WHY records a case that cannot run here (see tests/run
+# lib.sh - the one harness of the shell tests: each `t_*` call is one case.
+# Sourced by tests/cli/test_*.sh and tests/http/test_*.sh (as
+# "$(dirname "$0")/../cli/lib.sh"); prints "N passed, N failed, N skipped" at
+# the end. Scripts use these helpers and do not redefine them: every check
+# names what it compared (the WHAT argument comes first). t_skip TAG WHY records a case that cannot run here (see tests/run
 # for the TAGs it accepts as expected on a machine).
 set -u
 BIN=${IMGSEARCH_BIN:?IMGSEARCH_BIN must point at the imgsearch binary}
@@ -12,6 +14,9 @@ T_SKIP=0
 T_TMP=$(mktemp -d)
 trap 'rm -rf "$T_TMP"' EXIT
 OUT=$T_TMP/out
+# the default store of a command without --store lives here, not in $HOME
+export XDG_DATA_HOME=$T_TMP/xdg
+unset IMGSEARCH_STORE
 ERR=$T_TMP/err
 
 ok() { T_PASS=$((T_PASS + 1)); }
@@ -43,6 +48,53 @@ t_nogrep() {
 t_lines() {
   local n; n=$(wc -l <"$1")
   if [ "$n" -eq "$2" ]; then ok; else bad "$(basename "$1") has $n lines, wanted $2"; fi
+}
+# t_eq WHAT GOT WANT: GOT is the string WANT
+t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
+# num_ok X OP Y: X OP Y holds for the numbers X and Y (an empty X is 0)
+num_ok() { awk -v a="$1" -v b="$3" "BEGIN { exit !(a + 0 $2 b + 0) }"; }
+# t_ge WHAT X MIN / t_lt WHAT X MAX / t_le WHAT X MAX: comparisons of numbers
+t_ge() { if num_ok "$2" '>=' "$3"; then ok; else bad "$1: got $2, wanted >= $3"; fi; }
+t_lt() { if num_ok "$2" '<' "$3"; then ok; else bad "$1: got $2, wanted < $3"; fi; }
+t_le() { if num_ok "$2" '<=' "$3"; then ok; else bad "$1: got $2, wanted <= $3"; fi; }
+# field KEY [FILE | LINE]: the first value of "KEY": (with or without a space
+# after the colon, quotes dropped) in FILE, or in line LINE of $OUT when the
+# second argument is a number; $OUT by default
+field() {
+  if [[ ${2:-} =~ ^[0-9]+$ ]]; then sed -n "${2}p" "$OUT"; else cat "${2:-$OUT}"; fi |
+    grep -Eo "\"$1\": ?(\"[^\"]*\"|[-0-9.eE+]+|true|false|null)" | head -n 1 |
+    sed -E "s/^\"$1\": ?\"?//; s/\"$//"
+}
+# vec FILE: the numbers of the first vector of the (last) "embedding" or
+# "features" array on the first line of FILE, one a line
+vec() {
+  sed -E -e 's/.*"(features|embedding)": ?\[\[?//' -e 's/\].*//' "$1" | head -n 1 | tr ',' '\n'
+}
+# cos FILE FILE: the cosine of their vectors (see vec), 7 decimals; 0 when one is 0
+cos() {
+  paste <(vec "$1") <(vec "$2") |
+    awk '{ab += $1 * $2; aa += $1 * $1; bb += $2 * $2} END {if (aa * bb > 0) printf "%.7f", ab / sqrt(aa * bb); else print 0}'
+}
+
+# HTTP (with tests/http/server.sh for the server itself)
+HDR=$T_TMP/headers
+# h METHOD PATH CURL_ARGS...: one request to $URL; status in CODE, body in
+# $OUT, headers in $HDR; at most H_MAX_TIME seconds (default 120)
+h() {
+  local m=$1 p=$2
+  shift 2
+  CODE=$(curl -s --max-time "${H_MAX_TIME:-120}" --path-as-is -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
+}
+# t_code STATUS: the last h answered STATUS
+t_code() {
+  if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi
+}
+# t_err STATUS CODE: the last h answered STATUS with the one error shape
+# {"error":{"code":CODE,"message":"..."}}
+t_err() {
+  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}\}$"
+  if [ "$CODE" = "$1" ] && grep -Eq -- "$re" "$OUT"; then ok; else
+    bad "wanted $1 $2, got $CODE: $(head -c 300 "$OUT")"; fi
 }
 # t_skip TAG WHY: one case skipped, never passed: "SKIP script:line: WHY [needs TAG]"
 t_skip() {

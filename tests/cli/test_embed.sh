@@ -115,14 +115,10 @@ t_grep "$OUT" '"image": "synthetic 640x480 jpeg", "dct_scaling": true'
 t_run 2 "$BIN" bench embed --model "$MODEL" --batch 0
 t_run 2 "$BIN" bench nosuch
 
-# t_eq WHAT GOT WANT
-t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
 
 # ---- embed options -----------------------------------------------------------
 F=$MODEL/images/fruits.jpg
 BIG=$MODEL/images/aloeL.jpg # 1282x1110: decoded at a DCT scale unless --full-decode
-vec() { sed -e 's/.*\[//' -e 's/\].*//' "$1" | tr ',' '\n'; }
-cos() { paste <(vec "$1") <(vec "$2") | awk '{ab += $1 * $2; aa += $1 * $1; bb += $2 * $2} END {printf "%.7f", ab / sqrt(aa * bb)}'; }
 t_run 0 "$BIN" embed --model "$MODEL" "$F"
 cp "$OUT" "$T_TMP/default.json"
 # --weights: another checkpoint in place of the folder's own; the OpenAI

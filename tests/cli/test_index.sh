@@ -9,15 +9,6 @@ mkdir -p "$IMG"
 cp "$MODEL"/images/* "$IMG"/
 chmod u+w "$IMG"/*
 
-# field KEY [LINE]: the value of "KEY": in line LINE (default 1) of $OUT
-field() {
-  sed -n "${2:-1}p" "$OUT" | grep -Eo "\"$1\": (\"[^\"]*\"|[-0-9.eE+]+|true|false|null)" |
-    head -n 1 | sed -E "s/^\"$1\": \"?//; s/\"$//"
-}
-# t_eq WHAT GOT WANT
-t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
-# t_ge WHAT X MIN: X >= MIN as numbers
-t_ge() { if awk -v x="$2" -v m="$3" 'BEGIN { exit !(x + 0 >= m + 0) }'; then ok; else bad "$1: $2 < $3"; fi; }
 # the summary counts "added updated unchanged removed failed" of an index run
 counts() { echo "$(field added) $(field updated) $(field unchanged) $(field removed) $(field failed)"; }
 
@@ -294,7 +285,9 @@ t_run 2 "$BIN" index --store "$S" --model "$MODEL" "$T_TMP/missing-folder"
 t_grep "$ERR" 'missing-folder: No such file'
 t_run 2 "$BIN" index --store "$S" "$IMG"
 t_grep "$ERR" 'model DIR is required'
-t_run 2 "$BIN" index --model "$MODEL" "$IMG"
+# no --store: the default store (under $XDG_DATA_HOME, the test's own: lib.sh)
+t_run 0 "$BIN" index --model "$MODEL" "$IMG"
+if [ -f "$XDG_DATA_HOME/imgsearch/store.db" ]; then ok; else bad "no default store under $XDG_DATA_HOME"; fi
 t_run 2 "$BIN" index --store "$S" --model "$MODEL"
 t_run 2 "$BIN" index --store "$S" --model "$MODEL" --id-from hash "$IMG"
 t_run 2 "$BIN" search --store "$S" --like a.jpg --text b

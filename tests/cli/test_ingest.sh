@@ -14,13 +14,6 @@ fi
 . "$(dirname "$0")/../http/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 
-# field KEY [FILE]: the first value of "KEY": in FILE (default $OUT), with
-# or without a space after the colon, quotes dropped
-field() {
-  grep -Eo "\"$1\": ?(\"[^\"]*\"|[-0-9.eE+]+|true|false|null)" "${2:-$OUT}" | head -n 1 |
-    sed -E "s/^\"$1\": ?\"?//; s/\"$//"
-}
-t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
 counts() { echo "$(field added) $(field updated) $(field unchanged) $(field removed) $(field failed)"; }
 # the precompute's counts "files added changed unchanged embedded failed" in /health
 pc_counts() {

@@ -10,8 +10,6 @@ IMG=$T_TMP/imgs
 S=$T_TMP/store.db
 mkdir -p "$IMG"
 cp "$MODEL"/images/* "$IMG"/
-# t_eq WHAT GOT WANT
-t_eq() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$2', wanted '$3'"; fi; }
 # ids: the sorted ids of $OUT (search --json lines), space separated
 ids() { grep -Eo '"id": "[^"]+"' "$OUT" | sed -E 's/"id": "//; s/"$//' | sort | tr '\n' ' ' | sed 's/ $//'; }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hostile.py - misbehaving HTTP clients for tests/cli/test_hostile_conn.sh
+"""hostile.py - misbehaving HTTP clients for tests/http/test_hostile_conn.sh
 and for measuring by hand (stdlib only, loopback).
 
   hostile.py slowloris PORT N INTERVAL SECONDS [SRC]

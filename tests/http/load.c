@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "http/base64.h"
+#include "util/clock.h"
 
 #define MAX_IMAGES 32
 
@@ -52,13 +53,6 @@ static struct {
     double seconds;
     atomic_int bad_lines;
 } G = {.dim = 64, .clients = 16, .requests = 200, .seconds = 3};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static char *read_file(const char *path, size_t *n)
 {
@@ -384,10 +378,10 @@ static void add_lat(struct client *cl, double ms)
 static void *bench_thread(void *arg)
 {
     struct client *cl = arg;
-    double until = now() + G.seconds;
+    double until = mono_now() + G.seconds;
     int image = !strcmp(G.query, "image");
-    while (now() < until) {
-        double t0 = now();
+    while (mono_now() < until) {
+        double t0 = mono_now();
         long st;
         if (image) {
             st = request(cl, "POST", "/search?k=10", "image/jpeg", G.img[0].bytes, G.img[0].n, NULL);
@@ -398,7 +392,7 @@ static void *bench_thread(void *arg)
         }
         if (st == 200) {
             cl->ok++;
-            add_lat(cl, (now() - t0) * 1e3);
+            add_lat(cl, (mono_now() - t0) * 1e3);
         } else {
             cl->bad++;
         }
@@ -503,7 +497,7 @@ int main(int argc, char **argv)
     }
     struct client *cl = calloc((size_t)G.clients, sizeof *cl);
     pthread_t *th = calloc((size_t)G.clients, sizeof *th);
-    double t0 = now();
+    double t0 = mono_now();
     for (int i = 0; i < G.clients; i++) {
         cl[i].c = curl_easy_init();
         cl[i].id = i;
@@ -518,7 +512,7 @@ int main(int argc, char **argv)
         nbad += cl[i].bad;
         nlat += cl[i].nlat;
     }
-    double secs = now() - t0;
+    double secs = mono_now() - t0;
     if (check) {
         printf("load: %d clients x %d requests in %.2f s (%.0f req/s)\n", G.clients, G.requests,
                secs, (ok + nbad) / secs);

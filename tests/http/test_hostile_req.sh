@@ -5,35 +5,17 @@
 # nested 2,000 deep; sixteen long filters; a full disk; PUTs racing
 # DELETEs; 20 MB vector bodies and the memory they leave behind. Loopback
 # only, a free port, every request bounded by curl's --max-time.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../cli/lib.sh"
 
 IMG=$MODEL/images
-HDR=$T_TMP/headers
+H_MAX_TIME=30 # every request bounded
 if ! command -v curl >/dev/null; then
   bad "curl is not installed (scripts/install-deps)"
   t_done
   exit
 fi
-. "$(dirname "$0")/../http/server.sh"
+. "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
-# h METHOD PATH CURL_ARGS...: CODE, body in $OUT
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s --max-time 30 --path-as-is -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-}
-# t_err STATUS CODE: the error shape, with that status and code
-t_err() {
-  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}\}$"
-  if [ "$CODE" = "$1" ] && grep -Eq -- "$re" "$OUT"; then ok; else
-    bad "wanted $1 $2, got $CODE: $(head -c 300 "$OUT")"; fi
-}
-t_code() {
-  if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi
-}
-t_le() { # A <= B (numbers)
-  if awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; then ok; else bad "$1 > $2 ${3:-}"; fi
-}
 kb() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
 CAT=$T_TMP/catalog
@@ -97,8 +79,7 @@ t_err 400 invalid_argument
 ones=$(awk -v d="$DIM" 'BEGIN { for (i = 0; i < d; i++) printf "%s1", i ? "," : "" }')
 h POST /search -H 'Content-Type: application/json' -d "{\"vector\": [$ones], \"k\": 5}"
 t_code 200
-t_eq_n() { if [ "$1" = "$2" ]; then ok; else bad "$1 != $2 ($3)"; fi; }
-t_eq_n "$(grep -o '"id":' "$OUT" | wc -l)" "$(grep -o '"score":[-0-9]' "$OUT" | wc -l)" "a hit without a score"
+t_eq "a hit without a score" "$(grep -o '"id":' "$OUT" | wc -l)" "$(grep -o '"score":[-0-9]' "$OUT" | wc -l)"
 
 # ---- 9. metadata nested 2,000 deep; sixteen long filters ----
 deep=$(awk 'BEGIN { for (i = 0; i < 2000; i++) printf "{\"a\":"; printf "1"; for (i = 0; i < 2000; i++) printf "}" }')
@@ -163,10 +144,10 @@ sleep 0.5
 hwm=$(kb "$PID" VmHWM)
 rss=$(kb "$PID" VmRSS)
 echo "memory: rss before $rss0 kB, peak $hwm kB, after six 20 MB vector bodies $rss kB"
-t_le "$hwm" $((rss0 + 150000)) "peak kB (before: $rss0 kB)"
-t_le "$rss" $((rss0 + 40000)) "settled kB (before: $rss0 kB)"
+t_le "peak kB (before: $rss0 kB)" "$hwm" $((rss0 + 150000))
+t_le "settled kB (before: $rss0 kB)" "$rss" $((rss0 + 40000))
 serve_stop
-t_eq_n "$RC" 0 "exit code of a clean stop"
+t_eq "exit code of a clean stop" "$RC" 0
 
 # ---- 5. a full disk is 507 no_space, with no server path ----
 STORE2=$T_TMP/full.db
@@ -185,7 +166,7 @@ if serve_ready; then
   h GET /items/big
   t_err 404 not_found
   serve_stop
-  t_eq_n "$RC" 0 "exit code of a clean stop"
+  t_eq "exit code of a clean stop" "$RC" 0
 else
   bad "the server with a file size limit did not get ready"
 fi

@@ -4,57 +4,23 @@
 # API key, limits and timeouts, loading (503), restarts (persistence and
 # precompute resume), graceful shutdown, and the 16 x 200 concurrency test
 # with the server's memory measured before and after.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../cli/lib.sh"
 
 IMG=$MODEL/images
 BAD=$FIX/bad
 LOAD=${IMGSEARCH_LOAD_BIN:-$(dirname "$BIN")/tests/http/load}
-HDR=$T_TMP/headers
-# fail MESSAGE: a failure reported from the script's top level
-fail() { bad "$@"; }
 if ! command -v curl >/dev/null; then
-  fail "curl is not installed (scripts/install-deps)"
+  bad "curl is not installed (scripts/install-deps)"
   t_done
   exit
 fi
-. "$(dirname "$0")/../http/server.sh"
+. "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 # the per-address rate limit of inference would stop the load tests (all on
 # 127.0.0.1); it has its own test in test_hostile_conn.sh
 export IMGSEARCH_RATE_LIMIT=0
-start() { serve_start "$@"; }
-ready() { serve_ready; }
-stop() { serve_stop; }
-# h METHOD PATH CURL_ARGS...: CODE, body in $OUT, headers in $HDR
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-}
-t_code() {
-  if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi
-}
-# t_err STATUS CODE: the error shape of every failure
-t_err() {
-  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}\}$"
-  if [ "$CODE" = "$1" ] && grep -Eq -- "$re" "$OUT"; then ok; else
-    bad "wanted $1 $2, got $CODE: $(head -c 300 "$OUT")"; fi
-}
-t_eq() {
-  if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi
-}
-# t_ge A B: A >= B (numbers)
-t_ge() {
-  if awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; then ok; else bad "$1 < $2 ${3:-}"; fi
-}
-num() { grep -o "\"$1\":[-0-9.e+]*" "$2" | head -n 1 | cut -d: -f2; }
 first_id() { grep -o '"results":\[{"id":"[^"]*"' "$1" | sed 's/.*"id":"//; s/"$//'; }
 nresults() { grep -o '"score":' "$1" | wc -l; }
-vec_of() { sed -E -e 's/.*"(features|embedding)": ?\[\[?//' -e 's/\].*//' "$1" | tr ',' '\n'; }
-cosine() {
-  paste <(vec_of "$1") <(vec_of "$2") |
-    awk '{ab += $1 * $2; aa += $1 * $1; bb += $2 * $2} END {if (aa * bb > 0) printf "%.6f", ab / sqrt(aa * bb); else print 0}'
-}
 b64json() { # KEY FILE...: {"KEY": "<b64>"} or {"KEY": ["<b64>", ...]} with several files
   local k=$1
   shift
@@ -91,7 +57,7 @@ t_grep "$ERR" 'listening on http://127.0.0.1:[0-9]+'
 t_grep "$ERR" 'no such model'
 
 # ---- loading: the listener answers before the model is there ----
-start loading --store "$STORE" --model "$MODEL" --catalog "$CAT" --load-delay-ms 1500 --batch-limit 5
+serve_start loading --store "$STORE" --model "$MODEL" --catalog "$CAT" --load-delay-ms 1500 --batch-limit 5
 h GET /health
 t_code 200
 t_grep "$OUT" '"status":"loading"'
@@ -106,7 +72,7 @@ t_code 200
 t_grep "$OUT" '^imgsearch_loading 1$'
 h GET /
 t_code 200
-ready || fail "the server did not become ready"
+serve_ready || bad "the server did not become ready"
 h GET /health
 t_grep "$OUT" '"status":"ok"'
 t_grep "$OUT" '"items":12,"waiting":0'
@@ -122,17 +88,17 @@ h POST /extract-features -F "image=@$IMG/fruits.jpg"
 t_code 200
 t_grep "$OUT" '^\{"features":\[-?[0-9]'
 t_grep "$OUT" '"dimension":64,"model":"tiny-clip@'
-t_ge "$(cosine "$OUT" "$T_TMP/embed.json")" 0.9999 "multipart vs embed"
+t_ge "multipart vs embed" "$(cos "$OUT" "$T_TMP/embed.json")" 0.9999
 cp "$OUT" "$T_TMP/f_multipart.json"
 h POST /extract-features -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
 t_code 200
-t_ge "$(cosine "$OUT" "$T_TMP/embed.json")" 0.9999 "raw vs embed"
+t_ge "raw vs embed" "$(cos "$OUT" "$T_TMP/embed.json")" 0.9999
 b64json image "$IMG/fruits.jpg" >"$T_TMP/fruits.b64.json"
 h POST /extract-features -H 'Content-Type: application/json' --data-binary "@$T_TMP/fruits.b64.json"
 t_code 200
-t_ge "$(cosine "$OUT" "$T_TMP/embed.json")" 0.9999 "base64 vs embed"
-norm=$(vec_of "$OUT" | awk '{s += $1 * $1} END {printf "%.4f", sqrt(s)}')
-t_eq "$norm" 1.0000 "(L2 norm)"
+t_ge "base64 vs embed" "$(cos "$OUT" "$T_TMP/embed.json")" 0.9999
+norm=$(vec "$OUT" | awk '{s += $1 * $1} END {printf "%.4f", sqrt(s)}')
+t_eq "L2 norm" "$norm" 1.0000
 # a data URL works too
 printf '{"image": "data:image/jpeg;base64,%s"}' "$(base64 -w0 "$IMG/fruits.jpg")" >"$T_TMP/dataurl.json"
 h POST /extract-features -H 'Content-Type: application/json' --data-binary "@$T_TMP/dataurl.json"
@@ -171,14 +137,14 @@ h POST /extract-features-batch -F "images=@$IMG/fruits.jpg" -F "images=@$BAD/tex
 t_code 200
 t_grep "$OUT" '"features":\[\[-?[0-9][^]]*\],\{"error":\{"code":"unsupported_format","message":"image 2: [^"]*"\}\},\[-?[0-9]'
 t_grep "$OUT" '"dimension":64,"count":3'
-t_ge "$(cosine "$OUT" "$T_TMP/embed.json")" 0.9999 "batch slot 1 vs embed"
+t_ge "batch slot 1 vs embed" "$(cos "$OUT" "$T_TMP/embed.json")" 0.9999
 b64json images "$IMG/fruits.jpg" "$IMG/HappyFish.jpg" >"$T_TMP/batch.json"
 sed -i 's/\]}$/, "not base64!"]}/' "$T_TMP/batch.json"
 h POST /extract-features-batch -H 'Content-Type: application/json' --data-binary "@$T_TMP/batch.json"
 t_code 200
 t_grep "$OUT" '"count":3'
 t_grep "$OUT" '\],\{"error":\{"code":"invalid_argument","message":"image 3: base64: [^"]*"\}\}\],'
-t_ge "$(cosine "$OUT" "$T_TMP/embed.json")" 0.9999 "json batch slot 1 vs embed"
+t_ge "json batch slot 1 vs embed" "$(cos "$OUT" "$T_TMP/embed.json")" 0.9999
 h POST /extract-features-batch -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
 t_code 200
 t_grep "$OUT" '"count":1'
@@ -195,33 +161,33 @@ t_err 400 invalid_argument
 # ---- /search: image (three encodings), text, vector, id ----
 h POST '/search?k=3' -F "image=@$IMG/HappyFish.jpg"
 t_code 200
-t_eq "$(first_id "$OUT")" HappyFish.jpg "(multipart image search)"
-t_ge "$(num score "$OUT")" 0.999
-t_eq "$(nresults "$OUT")" 3
+t_eq "multipart image search" "$(first_id "$OUT")" HappyFish.jpg
+t_ge "multipart image search: self score" "$(field score "$OUT")" 0.999
+t_eq "multipart image search: results with k=3" "$(nresults "$OUT")" 3
 t_grep "$OUT" '"image_url":"/items/HappyFish.jpg/image"'
 t_grep "$OUT" '"took_ms":[0-9.]+'
 h POST '/search?k=2' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/left01.jpg"
 t_code 200
-t_eq "$(first_id "$OUT")" left01.jpg "(raw image search)"
-t_eq "$(nresults "$OUT")" 2
+t_eq "raw image search" "$(first_id "$OUT")" left01.jpg
+t_eq "raw image search: results with k=2" "$(nresults "$OUT")" 2
 b64json image "$IMG/fruits.jpg" | sed 's/}$/, "k": 4}/' >"$T_TMP/s.json"
 h POST /search -H 'Content-Type: application/json' --data-binary "@$T_TMP/s.json"
 t_code 200
-t_eq "$(first_id "$OUT")" fruits.jpg "(base64 image search)"
-t_eq "$(nresults "$OUT")" 4
+t_eq "base64 image search" "$(first_id "$OUT")" fruits.jpg
+t_eq "base64 image search: results" "$(nresults "$OUT")" 4
 h POST /search -H 'Content-Type: application/json' -d '{"text": "a photo of a cat", "k": 5}'
 t_code 200
-t_eq "$(nresults "$OUT")" 5
+t_eq "JSON text search: results with k=5" "$(nresults "$OUT")" 5
 h POST '/search?text=a+photo+of+a+cat&k=5' -F 'k=5' -F 'text=a photo of a cat'
 t_code 200
-t_eq "$(nresults "$OUT")" 5
-vec=$(vec_of "$T_TMP/f_multipart.json" | paste -sd, -)
+t_eq "multipart text search: results with k=5" "$(nresults "$OUT")" 5
+vec=$(vec "$T_TMP/f_multipart.json" | paste -sd, -)
 h POST /search -H 'Content-Type: application/json' -d "{\"vector\": [$vec], \"k\": 3}"
 t_code 200
-t_eq "$(first_id "$OUT")" fruits.jpg "(vector search)"
+t_eq "vector search" "$(first_id "$OUT")" fruits.jpg
 h POST /search -H 'Content-Type: application/json' -d '{"id": "fruits.jpg", "k": 3}'
 t_code 200
-t_eq "$(nresults "$OUT")" 3
+t_eq "search by id: results with k=3" "$(nresults "$OUT")" 3
 t_nogrep "$OUT" '"id":"fruits.jpg"'
 t_grep "$OUT" '"id":"coffee.(png|gif)"'
 # k, offset, min_score
@@ -229,12 +195,12 @@ h POST '/search?k=3' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.j
 ids3=$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')
 h POST '/search?k=2&offset=1' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
 t_code 200
-t_eq "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" "$(echo "$ids3" | cut -d' ' -f2-3) " "(offset)"
+t_eq "offset" "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" "$(echo "$ids3" | cut -d' ' -f2-3) "
 h POST /search -H 'Content-Type: application/json' -d '{"text": "fruit", "k": 12, "min_score": 0.999}'
 t_code 200
-t_eq "$(nresults "$OUT")" 0 "(min_score drops everything for a random text)"
+t_eq "min_score drops everything for a random text" "$(nresults "$OUT")" 0
 h POST '/search?k=12&min_score=0.999' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
-t_eq "$(nresults "$OUT")" 1 "(min_score keeps the image itself)"
+t_eq "min_score keeps the image itself" "$(nresults "$OUT")" 1
 # search errors
 h POST /search -H 'Content-Type: application/json' -d '{}'
 t_err 400 invalid_argument
@@ -288,20 +254,20 @@ t_grep "$OUT" '"embedding":\[-?[0-9]'
 h GET /items/bag%2F1/image
 t_code 200
 t_grep "$HDR" '^Content-Type: image/jpeg'
-if cmp -s "$OUT" "$IMG/left01.jpg"; then ok; else fail "the stored image differs from the upload"; fi
+if cmp -s "$OUT" "$IMG/left01.jpg"; then ok; else bad "the stored image differs from the upload"; fi
 h GET /items/fruits.jpg/image
 t_code 200
-if cmp -s "$OUT" "$IMG/fruits.jpg"; then ok; else fail "catalog image differs"; fi
+if cmp -s "$OUT" "$IMG/fruits.jpg"; then ok; else bad "catalog image differs"; fi
 h GET /items/chelsea.webp/image
 t_grep "$HDR" '^Content-Type: image/webp'
 # filters: the catalog items have no category; left01 is first for itself
 h POST '/search?k=10&filter=category=shoes' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/left01.jpg"
 t_code 200
-t_eq "$(grep -o '"id":"[^"]*"' "$OUT" | sort | tr '\n' ' ')" '"id":"raw-1" "id":"shoe-1" ' "(filter)"
+t_eq "filter" "$(grep -o '"id":"[^"]*"' "$OUT" | sort | tr '\n' ' ')" '"id":"raw-1" "id":"shoe-1" '
 h POST /search -H 'Content-Type: application/json' -d '{"text": "x", "k": 10, "filter": {"category": "shoes", "size": 43}}'
-t_eq "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" '"id":"shoe-1" ' "(two filters, a number)"
+t_eq "two filters, a number" "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" '"id":"shoe-1" '
 h POST /search -F "image=@$IMG/left01.jpg" -F 'filter={"category": "bags"}' -F k=10
-t_eq "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" '"id":"bag/1" ' "(multipart filter)"
+t_eq "multipart filter" "$(grep -o '"id":"[^"]*"' "$OUT" | tr '\n' ' ')" '"id":"bag/1" '
 # item errors
 h PUT /items/bad-1 -H 'Content-Type: image/jpeg' --data-binary "@$BAD/text.jpg"
 t_err 415 unsupported_format
@@ -347,7 +313,7 @@ while [ -n "$cur" ] && [ "$pages" -lt 10 ]; do
   cur=$(grep -o '"next_cursor":"[0-9]*"' "$OUT" | grep -o '[0-9]*')
   pages=$((pages + 1))
 done
-t_eq "$seen/$pages" 15/3 "(items/pages)"
+t_eq "items/pages" "$seen/$pages" 15/3
 t_grep "$OUT" '"next_cursor":null'
 h GET '/items?limit=0'
 t_err 400 invalid_argument
@@ -366,18 +332,18 @@ h POST /classify -F "image=@$IMG/fruits.jpg" -F 'labels=fruit, a cat, a car'
 t_code 200
 t_grep "$OUT" '^\{"labels":\[\{"label":"[a-z ]+","prob":[0-9.e-]+,"logit":[-0-9.e]+\}'
 probs=$(grep -o '"prob":[0-9.e-]*' "$OUT" | cut -d: -f2)
-t_eq "$(echo "$probs" | wc -l | tr -d ' ')" 3
-t_eq "$(echo "$probs" | awk '{s += $1} END {printf "%.4f", s}')" 1.0000 "(probabilities)"
-t_eq "$(echo "$probs" | sort -gr | tr '\n' ' ')" "$(echo "$probs" | tr '\n' ' ')" "(order)"
+t_eq "classify: labels" "$(echo "$probs" | wc -l | tr -d ' ')" 3
+t_eq "probabilities" "$(echo "$probs" | awk '{s += $1} END {printf "%.4f", s}')" 1.0000
+t_eq "order" "$(echo "$probs" | sort -gr | tr '\n' ' ')" "$(echo "$probs" | tr '\n' ' ')"
 cp "$OUT" "$T_TMP/classify1.json"
 b64json image "$IMG/fruits.jpg" | sed 's/}$/, "labels": ["fruit", "a cat", "a car"], "top": 2}/' >"$T_TMP/c.json"
 h POST /classify -H 'Content-Type: application/json' --data-binary "@$T_TMP/c.json"
 t_code 200
-t_eq "$(grep -o '"prob":' "$OUT" | wc -l | tr -d ' ')" 2 "(top)"
-t_eq "$(grep -o '"label":"[^"]*"' "$OUT" | head -n 1)" "$(grep -o '"label":"[^"]*"' "$T_TMP/classify1.json" | head -n 1)" "(same best label)"
+t_eq "top" "$(grep -o '"prob":' "$OUT" | wc -l | tr -d ' ')" 2
+t_eq "same best label" "$(grep -o '"label":"[^"]*"' "$OUT" | head -n 1)" "$(grep -o '"label":"[^"]*"' "$T_TMP/classify1.json" | head -n 1)"
 h POST '/classify?labels=fruit,a%20cat,a%20car' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
 t_code 200
-t_eq "$(grep -o '"prob":' "$OUT" | wc -l | tr -d ' ')" 3
+t_eq "classify with labels in the query string: labels" "$(grep -o '"prob":' "$OUT" | wc -l | tr -d ' ')" 3
 h POST '/classify?labels=only' -H 'Content-Type: image/jpeg' --data-binary "@$IMG/fruits.jpg"
 t_err 400 invalid_argument
 h POST /classify -H 'Content-Type: application/json' -d '{"labels": ["a", "b"]}'
@@ -418,35 +384,35 @@ t_grep "$OUT" '^imgsearch_loading 0$'
 if [ -x "$LOAD" ]; then
   NAMES=HappyFish.jpg,left01.jpg,Blender_Suzanne1.jpg,butterfly.jpg,fruits.jpg
   "$LOAD" check --url "$URL" --images "$IMG" --names "$NAMES" --clients 16 --requests 20 >"$T_TMP/warm.log" 2>&1 ||
-    fail "warm-up load: $(tail -n 5 "$T_TMP/warm.log")"
+    bad "warm-up load: $(tail -n 5 "$T_TMP/warm.log")"
   rss0=$(rss_kb "$PID")
   "$LOAD" check --url "$URL" --images "$IMG" --names "$NAMES" --clients 16 --requests 200 >"$T_TMP/load.log" 2>&1
   rc=$?
   rss1=$(rss_kb "$PID")
   cat "$T_TMP/load.log" | grep -v '^load: [0-9]* passed' | head -n 25
-  t_eq "$rc" 0 "(load exit code)"
+  t_eq "load exit code" "$rc" 0
   t_grep "$T_TMP/load.log" '^load: 3200 passed, 0 failed$'
   # allocator caches and (under ASan) the quarantine settle during the
   # warm-up; a leak of even 1 KB per request would add 3 MB
   margin=${SERVE_RSS_MARGIN_KB:-24576}
   echo "concurrency: server RSS ${rss0} kB -> ${rss1} kB ($(((rss1 - rss0))) kB; margin $margin kB)"
-  if [ $((rss1 - rss0)) -lt "$margin" ]; then ok; else fail "server RSS grew from $rss0 to $rss1 kB"; fi
+  if [ $((rss1 - rss0)) -lt "$margin" ]; then ok; else bad "server RSS grew from $rss0 to $rss1 kB"; fi
   h GET /health
   t_grep "$OUT" '"items":15,'
 else
-  fail "no load client at $LOAD (make $(dirname "$BIN")/tests/http/load)"
+  bad "no load client at $LOAD (make $(dirname "$BIN")/tests/http/load)"
 fi
 
 # ---- graceful shutdown: the index is written ----
-stop
-t_eq "$RC" 0 "(exit code after SIGTERM)"
+serve_stop
+t_eq "exit code after SIGTERM" "$RC" 0
 t_grep "$SLOG" 'SIGTERM: shutting down'
 t_grep "$SLOG" 'stopped; the store is closed'
-if [ -s "$STORE.hnsw" ]; then ok; else fail "no index file $STORE.hnsw after shutdown"; fi
+if [ -s "$STORE.hnsw" ]; then ok; else bad "no index file $STORE.hnsw after shutdown"; fi
 
 # ---- restart: items persist, nothing is embedded twice; API key for writes ----
-start keyed --store "$STORE" --model "$MODEL" --catalog "$CAT" --api-key s3cret
-ready || fail "keyed server not ready"
+serve_start keyed --store "$STORE" --model "$MODEL" --catalog "$CAT" --api-key s3cret
+serve_ready || bad "keyed server not ready"
 h GET /health
 t_grep "$OUT" '"items":15,"waiting":0'
 t_grep "$OUT" '"files":12,"added":0,"changed":0,"unchanged":12,"waiting_at_start":0,"embedded":0,"failed":0'
@@ -465,12 +431,12 @@ h DELETE /items/shoe-1 -H 'Authorization: Bearer s3cret'
 t_code 200
 h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
 t_code 200
-stop
-t_eq "$RC" 0
+serve_stop
+t_eq "exit code after SIGTERM" "$RC" 0
 
 # ---- --api-key-all guards reads; environment variables configure it ----
 IMGSEARCH_STORE=$STORE IMGSEARCH_MODEL=$MODEL IMGSEARCH_API_KEY=s3cret IMGSEARCH_API_KEY_ALL=1 \
-  IMGSEARCH_MAX_BATCH=3 IMGSEARCH_BATCH_WAIT_MS=2 start envcfg
+  IMGSEARCH_MAX_BATCH=3 IMGSEARCH_BATCH_WAIT_MS=2 serve_start envcfg
 for _ in $(seq 400); do curl -s "$URL/health" | grep -q '"status":"ok"' && break; sleep 0.025; done
 h GET /health
 t_code 200
@@ -487,14 +453,14 @@ h GET /items -H 'Authorization: Bearer s3cret'
 t_code 200
 h GET /items/k-1/image -H 'X-API-Key: s3cret'
 t_code 200
-stop
+serve_stop
 
 # ---- catalog roots: items outside the served roots are not served ----
 mkdir -p "$T_TMP/other"
 cp "$IMG/left01.jpg" "$T_TMP/other/"
 ln -s "$IMG/fruits.jpg" "$T_TMP/other/link.jpg"
-start roots --store "$STORE" --model "$MODEL" --catalog "$T_TMP/other"
-ready || fail "roots server not ready"
+serve_start roots --store "$STORE" --model "$MODEL" --catalog "$T_TMP/other"
+serve_ready || bad "roots server not ready"
 h GET /items/left01.jpg
 t_code 200
 h GET /items/left01.jpg/image
@@ -507,10 +473,10 @@ h GET /items/k-1/image # uploads are always served
 t_code 200
 
 # ---- limits: body size (declared and chunked), connections, timeouts ----
-stop
-start limits --store "$STORE" --model "$MODEL" --max-body-mb 1 --max-connections 3 \
+serve_stop
+serve_start limits --store "$STORE" --model "$MODEL" --max-body-mb 1 --max-connections 3 \
   --timeout-s 2 --request-timeout-s 1 --poll-threads 1
-ready || fail "limits server not ready"
+serve_ready || bad "limits server not ready"
 head -c 1500000 /dev/urandom >"$T_TMP/big.bin"
 h POST /extract-features -H 'Content-Type: image/jpeg' --data-binary "@$T_TMP/big.bin"
 t_err 413 too_large
@@ -525,8 +491,8 @@ t0=$(date +%s%N)
 timeout 5 cat <&3 >"$T_TMP/idle.out"
 t1=$(date +%s%N)
 exec 3<&-
-t_ge "$(((t1 - t0) / 1000000))" 1500 "(ms before an idle connection is closed)"
-if [ "$(((t1 - t0) / 1000000))" -lt 4500 ]; then ok; else fail "idle connection was not closed"; fi
+t_ge "ms before an idle connection is closed" "$(((t1 - t0) / 1000000))" 1500
+if [ "$(((t1 - t0) / 1000000))" -lt 4500 ]; then ok; else bad "idle connection was not closed"; fi
 # a body that trickles in is cut after --request-timeout-s
 exec 3<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'POST /extract-features HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n' >&3
@@ -536,22 +502,22 @@ printf 'POST /extract-features HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r
 ) 2>/dev/null
 timeout 3 cat <&3 >"$T_TMP/slow.out" 2>/dev/null
 exec 3<&-
-if [ ! -s "$T_TMP/slow.out" ]; then ok; else fail "a slow body got an answer: $(head -c 100 "$T_TMP/slow.out")"; fi
+if [ ! -s "$T_TMP/slow.out" ]; then ok; else bad "a slow body got an answer: $(head -c 100 "$T_TMP/slow.out")"; fi
 t_grep "$SLOG" 'cut a request whose body took over 1 s'
 # the connection limit: 3 idle connections, the 4th is refused
 exec 4<>"/dev/tcp/127.0.0.1/$PORT" 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT"
 sleep 0.2
-if curl -s -m 1 -o /dev/null "$URL/health"; then fail "a 4th connection was served"; else ok; fi
+if curl -s -m 1 -o /dev/null "$URL/health"; then bad "a 4th connection was served"; else ok; fi
 exec 4<&- 5<&- 6<&-
 sleep 0.3
 h GET /health
 t_code 200
-stop
-t_eq "$RC" 0
+serve_stop
+t_eq "exit code after SIGTERM" "$RC" 0
 
 # ---- graceful shutdown finishes the request in flight ----
-start drain --store "$STORE" --model "$MODEL"
-ready || fail "drain server not ready"
+serve_start drain --store "$STORE" --model "$MODEL"
+serve_ready || bad "drain server not ready"
 curl -s -o "$T_TMP/drain.out" -w '%{http_code}' --limit-rate 200k -H 'Content-Type: image/png' \
   --data-binary "@$IMG/coffee.png" "$URL/extract-features" >"$T_TMP/drain.code" &
 CPID=$!
@@ -560,49 +526,49 @@ kill -TERM "$PID"
 wait "$CPID"
 wait "$PID"
 RC=$?
-t_eq "$(cat "$T_TMP/drain.code")" 200 "(the request in flight at SIGTERM)"
+t_eq "the request in flight at SIGTERM" "$(cat "$T_TMP/drain.code")" 200
 t_grep "$T_TMP/drain.out" '"dimension":64'
-t_eq "$RC" 0
-if curl -s -m 1 "$URL/health" >/dev/null; then fail "still answering after shutdown"; else ok; fi
+t_eq "exit code after SIGTERM (drained request)" "$RC" 0
+if curl -s -m 1 "$URL/health" >/dev/null; then bad "still answering after shutdown"; else ok; fi
 
 # ---- restart during the start-up precompute resumes without re-embedding ----
 CAT2=$T_TMP/catalog2
 for d in a b c d; do mkdir -p "$CAT2/$d" && cp "$IMG"/* "$CAT2/$d/"; done
 S2=$T_TMP/resume.db
-start resume1 --store "$S2" --model "$MODEL" --catalog "$CAT2" --max-batch 2 --precompute-pause-ms 100
+serve_start resume1 --store "$S2" --model "$MODEL" --catalog "$CAT2" --max-batch 2 --precompute-pause-ms 100
 done1=0
 for _ in $(seq 400); do
   curl -s "$URL/health" >"$T_TMP/h" 2>/dev/null
-  done1=$(num embedded "$T_TMP/h")
+  done1=$(field embedded "$T_TMP/h")
   [ -n "$done1" ] && [ "$done1" -ge 6 ] && break
   sleep 0.025
 done
-stop
-t_eq "$RC" 0 "(first run exit code)"
-start resume2 --store "$S2" --model "$MODEL" --catalog "$CAT2" --max-batch 8
-ready || fail "resume server not ready"
+serve_stop
+t_eq "first run exit code" "$RC" 0
+serve_start resume2 --store "$S2" --model "$MODEL" --catalog "$CAT2" --max-batch 8
+serve_ready || bad "resume server not ready"
 h GET /health
-waiting=$(num waiting_at_start "$OUT")
-embedded=$(num embedded "$OUT")
+waiting=$(field waiting_at_start "$OUT")
+embedded=$(field embedded "$OUT")
 echo "resume: first run embedded >= $done1 of 48 before SIGTERM; the second run found $waiting waiting and embedded $embedded"
 t_grep "$OUT" '"files":48,"added":0,"changed":0,"unchanged":48,'
-t_ge "$waiting" 1 "(items left for the second run)"
-t_ge 42 "$waiting" "(the first run's embeddings were kept)"
-t_eq "$embedded" "$waiting" "(the second run embedded exactly the waiting items)"
+t_ge "items left for the second run" "$waiting" 1
+t_ge "the first run's embeddings were kept" 42 "$waiting"
+t_eq "the second run embedded exactly the waiting items" "$embedded" "$waiting"
 t_grep "$OUT" '"items":48,"waiting":0'
 h GET /metrics
 t_grep "$OUT" "^imgsearch_precompute_embedded_total $waiting\$"
 t_grep "$OUT" "^imgsearch_embeddings_computed_total\\{kind=\"image\"\\} $waiting\$"
-stop
-t_eq "$RC" 0
+serve_stop
+t_eq "second run exit code" "$RC" 0
 
 # ---- filters are ANDed: every filter alone differs from all of them ----------
 # A is the only item with all three values; each filter alone and each pair
 # gives another set, and every combination is sent in every order, in each
 # of the request's filter encodings (so keeping only the first or the last
 # filter fails).
-start filters --store "$T_TMP/filters.db" --model "$MODEL"
-ready || fail "filter server not ready"
+serve_start filters --store "$T_TMP/filters.db" --model "$MODEL"
+serve_ready || bad "filter server not ready"
 put_meta() { # ID IMAGE METADATA_JSON
   h PUT "/items/$1" -F "image=@$IMG/$2" -F "metadata=$3"
   t_code 201
@@ -628,13 +594,13 @@ fq() {
   done
   h POST "/search?k=10$q" -H 'Content-Type: application/json' -d '{"text": "a photo"}'
   t_code 200
-  t_eq "$(fids)" "$want" "(query string: $*)"
+  t_eq "query string: $*" "$(fids)" "$want"
   h POST /search -H 'Content-Type: application/json' -d "{\"text\": \"a photo\", \"k\": 10, \"filter\": {$obj}}"
-  t_eq "$(fids)" "$want" "(JSON object: $*)"
+  t_eq "JSON object: $*" "$(fids)" "$want"
   h POST /search -H 'Content-Type: application/json' -d "{\"text\": \"a photo\", \"k\": 10, \"filter\": [$arr]}"
-  t_eq "$(fids)" "$want" "(JSON array: $*)"
+  t_eq "JSON array: $*" "$(fids)" "$want"
   h POST /search -F "image=@$IMG/left01.jpg" -F k=10 "${mp[@]}"
-  t_eq "$(fids)" "$want" "(multipart: $*)"
+  t_eq "multipart: $*" "$(fids)" "$want"
 }
 fq "A B C" color=red
 fq "A C D" shape=round
@@ -653,26 +619,26 @@ for o in "color=red shape=round size=s" "color=red size=s shape=round" \
 done
 fq "" color=red shape=oval
 fq "" shape=oval color=red
-stop
-t_eq "$RC" 0 "(filter server exit code)"
+serve_stop
+t_eq "filter server exit code" "$RC" 0
 
 # ---- serve --threads, --max-queue, --quiet --------------------------------------
 # --threads N starts N request workers: 9 threads make 8 more than 1
 nthreads() { ls "/proc/$PID/task" | wc -l; }
-start threads1 --store "$T_TMP/opts.db" --model "$MODEL" --threads 1
-ready || fail "--threads 1 server not ready"
+serve_start threads1 --store "$T_TMP/opts.db" --model "$MODEL" --threads 1
+serve_ready || bad "--threads 1 server not ready"
 n1=$(nthreads)
-stop
-start threads9 --store "$T_TMP/opts.db" --model "$MODEL" --threads 9
-ready || fail "--threads 9 server not ready"
+serve_stop
+serve_start threads9 --store "$T_TMP/opts.db" --model "$MODEL" --threads 9
+serve_ready || bad "--threads 9 server not ready"
 n9=$(nthreads)
-stop
-t_eq "$((n9 - n1))" 8 "(threads with --threads 9 minus --threads 1: $n9 - $n1)"
+serve_stop
+t_eq "threads with --threads 9 minus --threads 1: $n9 - $n1" "$((n9 - n1))" 8
 # --max-queue 1 with one worker: while a long batch request runs, another
 # request is refused with 503 and the limit in its message (the default
 # queue of 1024 would take it)
-start queue --store "$T_TMP/opts.db" --model "$MODEL" --threads 1 --max-queue 1 --full-decode
-ready || fail "--max-queue server not ready"
+serve_start queue --store "$T_TMP/opts.db" --model "$MODEL" --threads 1 --max-queue 1 --full-decode
+serve_ready || bad "--max-queue server not ready"
 many=()
 for _ in $(seq 6); do for f in aloeL.jpg fruits.jpg HappyFish.jpg butterfly.jpg left01.jpg coffee.png chelsea.png Blender_Suzanne1.jpg; do
   many+=(-F "images=@$IMG/$f"); done; done
@@ -691,23 +657,23 @@ h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
 busy=$(cat "$OUT")
 t_code 503
 wait "$BPID"
-t_eq "$(cat "$T_TMP/many.code")" 200 "(the long batch request)"
+t_eq "the long batch request" "$(cat "$T_TMP/many.code")" 200
 if [[ $busy == *'"code":"unavailable"'*'(1 requests queued)'* ]]; then ok; else
-  fail "no 503 with --max-queue 1 while a request ran (queue depth $depth): $busy"; fi
+  bad "no 503 with --max-queue 1 while a request ran (queue depth $depth): $busy"; fi
 h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
 t_code 200 # the worker is free again
-stop
+serve_stop
 # --quiet logs only errors: the shutdown line is gone, the address stays
-start loud --store "$T_TMP/opts.db" --model "$MODEL"
-ready || fail "server not ready"
-stop
+serve_start loud --store "$T_TMP/opts.db" --model "$MODEL"
+serve_ready || bad "server not ready"
+serve_stop
 t_grep "$SLOG" 'SIGTERM: shutting down'
-start quiet --store "$T_TMP/opts.db" --model "$MODEL" --quiet
-ready || fail "--quiet server not ready"
+serve_start quiet --store "$T_TMP/opts.db" --model "$MODEL" --quiet
+serve_ready || bad "--quiet server not ready"
 h POST /search -H 'Content-Type: application/json' -d '{"text": "x"}'
 t_code 200
-stop
-t_eq "$RC" 0 "(--quiet server exit code)"
+serve_stop
+t_eq "--quiet server exit code" "$RC" 0
 t_grep "$SLOG" '^listening on http://'
 t_nogrep "$SLOG" 'SIGTERM: shutting down'
 t_nogrep "$SLOG" 'stopped; the store is closed'

@@ -7,7 +7,7 @@
 # accepts only on a machine that declares it (IMGSEARCH_ALLOW_SKIP).
 # playwright-core comes from npm (package-lock.json) and is installed here
 # when missing.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../cli/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 SHOT=${BROWSER_SCREENSHOT:-$ROOT/build/browser-screenshot.png}
@@ -25,7 +25,7 @@ if [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
   (cd "$ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1 ||
     skip tool:npm "npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
 fi
-. "$(dirname "$0")/../http/server.sh"
+. "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 
 CAT=$T_TMP/catalog
@@ -44,10 +44,9 @@ if [ -n "$line" ]; then
   f=${line##*, }
   T_FAIL=$((T_FAIL + ${f%% failed}))
 fi
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
-t_eq "$rc" 0 "(browser.mjs exit code)"
+t_eq "browser.mjs exit code" "$rc" 0
 if [ "$(head -c 8 "$SHOT" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok; else
   bad "no PNG screenshot at $SHOT"; fi
 serve_stop
-t_eq "$RC" 0 "(server exit code)"
+t_eq "server exit code" "$RC" 0
 t_done
