@@ -34,7 +34,11 @@ static void usage(FILE *f)
             "(/health says \"loading\", model routes answer 503 with Retry-After).\n"
             "\n"
             "options (environment variable in brackets):\n"
-            "  --store PATH            the store, created if missing [IMGSEARCH_STORE]\n"
+            "  --store PATH|URL        the store, created if missing [IMGSEARCH_STORE]; a\n"
+            "                          postgres:// or postgresql:// URL needs --uploads\n"
+            "  --uploads DIR           where images uploaded with PUT /items/{id} are kept\n"
+            "                          (default: PATH.images next to an embedded store)\n"
+            "                          [IMGSEARCH_UPLOADS]\n"
             "  --model DIR             model folder [IMGSEARCH_MODEL]\n"
             "  --listen HOST:PORT      address (default 127.0.0.1:8001; port 0: any free port)\n"
             "                          [IMGSEARCH_LISTEN]\n"
@@ -81,7 +85,7 @@ enum {
     O_STORE = 1, O_MODEL, O_LISTEN, O_CATALOG, O_KEY, O_KEY_ALL, O_MAX_BATCH, O_WAIT,
     O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
-    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE,
+    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS,
 };
 
 static const struct option opts[] = {
@@ -113,6 +117,7 @@ static const struct option opts[] = {
     {"rate-limit", required_argument, 0, O_RATE},
     {"rate-burst", required_argument, 0, O_BURST},
     {"shutdown-grace-s", required_argument, 0, O_GRACE},
+    {"uploads", required_argument, 0, O_UPLOADS},
     {0, 0, 0, 0},
 };
 
@@ -174,6 +179,7 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_STORE: c->store = v; break;
     case O_MODEL: c->model = v; break;
     case O_LISTEN: c->listen = v; break;
+    case O_UPLOADS: c->uploads = v; break;
     case O_CATALOG:
         if (from_env) {
             free(o->env_catalogs);
@@ -289,71 +295,83 @@ static void *load_main(void *arg)
     return NULL;
 }
 
-static int run(int argc, char **argv)
+/* 1 when store names a PostgreSQL database rather than a file. */
+static int is_db_url(const char *store)
 {
-    struct serve_opts o = {.body_mb = 20, .grace_s = -1};
-    o.cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
+    return !strncmp(store, "postgres://", 11) || !strncmp(store, "postgresql://", 13);
+}
+
+/* Fills o from the environment, then argv (which wins). Returns 0 to go
+ * on, 2 for a usage error (printed), or -1 when --help was printed. */
+static int parse_opts(struct serve_opts *o, int argc, char **argv)
+{
     int rc = 0, c;
-    /* environment first, the command line overrides it */
+    o->body_mb = 20;
+    o->grace_s = -1;
+    o->cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
     for (const struct option *op = opts; op->name; op++) {
         if (op->val == O_HELP)
             continue;
         char name[64];
         env_name(op->name, name, sizeof name);
         const char *v = getenv(name);
-        if (v && (*v || op->has_arg == no_argument) && (rc = apply(&o, op->val, v, name, 1)))
-            goto out;
+        if (v && (*v || op->has_arg == no_argument) && (rc = apply(o, op->val, v, name, 1)))
+            return rc;
     }
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == O_HELP) {
             usage(stdout);
-            goto out;
+            return -1;
         }
-        if (c == '?' || c == ':') {
-            rc = cmd_usage_error("serve", "unknown option or missing value: '%s'",
-                                 argv[optind - 1]);
-            goto out;
-        }
+        if (c == '?' || c == ':')
+            return cmd_usage_error("serve", "unknown option or missing value: '%s'",
+                                   argv[optind - 1]);
         char src[64];
         snprintf(src, sizeof src, "--%s", opts[0].name);
         for (const struct option *op = opts; op->name; op++)
             if (op->val == c)
                 snprintf(src, sizeof src, "--%s", op->name);
-        if ((rc = apply(&o, c, optarg ? optarg : "1", src, 0)))
-            goto out;
+        if ((rc = apply(o, c, optarg ? optarg : "1", src, 0)))
+            return rc;
     }
-    if (optind < argc) {
-        rc = cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-        goto out;
+    if (optind < argc)
+        return cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    struct http_config *cfg = &o->cfg;
+    if (!cfg->store || !*cfg->store)
+        return cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
+    if (is_db_url(cfg->store)) {
+        if (!cfg->uploads || !*cfg->uploads)
+            return cmd_usage_error("serve", "--store is a database URL: --uploads DIR is "
+                                   "required (the folder where uploaded images are kept)");
+    } else if (strstr(cfg->store, "://")) {
+        return cmd_usage_error("serve", "--store %s: not a file path nor a postgres:// URL",
+                               cfg->store);
     }
-    if (!o.cfg.store || !*o.cfg.store) {
-        rc = cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
-        goto out;
-    }
-    if (strstr(o.cfg.store, "://")) {
-        rc = cmd_usage_error("serve", "--store %s: only the embedded store (a file path) is "
-                             "supported by serve", o.cfg.store);
-        goto out;
-    }
-    if (!(o.cfg.model = cmd_model_dir(o.cfg.model))) {
-        rc = cmd_usage_error("serve", "--model DIR is required (or set IMGSEARCH_MODEL)");
-        goto out;
-    }
-    if (o.ncat) {
-        o.cfg.catalogs = o.catalogs;
-        o.cfg.ncatalogs = o.ncat;
+    if (cfg->uploads && !*cfg->uploads)
+        return cmd_usage_error("serve", "--uploads needs a folder");
+    if (!(cfg->model = cmd_model_dir(cfg->model)))
+        return cmd_usage_error("serve", "--model DIR is required (or set IMGSEARCH_MODEL)");
+    if (o->ncat) {
+        cfg->catalogs = o->catalogs;
+        cfg->ncatalogs = o->ncat;
     } else {
-        o.cfg.catalogs = o.env_cat;
-        o.cfg.ncatalogs = o.nenv;
+        cfg->catalogs = o->env_cat;
+        cfg->ncatalogs = o->nenv;
     }
-    o.cfg.max_body = (size_t)o.body_mb << 20;
-    o.cfg.version = IMGSEARCH_VERSION;
-    o.cfg.log = log_line;
-    o.cfg.shutdown_grace_s = o.grace_s < 0 ? 0 : o.grace_s ? o.grace_s : -1;
-    atomic_store(&quiet_log, o.quiet);
+    cfg->max_body = (size_t)o->body_mb << 20;
+    cfg->version = IMGSEARCH_VERSION;
+    cfg->log = log_line;
+    cfg->shutdown_grace_s = o->grace_s < 0 ? 0 : o->grace_s ? o->grace_s : -1;
+    return 0;
+}
 
+/* Runs the server of o until SIGTERM/SIGINT or a failed load. */
+static int serve(struct serve_opts *o)
+{
+    int rc = 0;
+    atomic_store(&quiet_log, o->quiet);
     /* SIGTERM/SIGINT go to sigtimedwait below: block them before any
      * thread exists so every thread inherits the mask */
     sigset_t set, old;
@@ -362,14 +380,13 @@ static int run(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile(o.cfg.max_connections ? o.cfg.max_connections : 1024);
+    raise_nofile(o->cfg.max_connections ? o->cfg.max_connections : 1024);
 
     struct err err = {0};
     struct http_server *s = NULL;
-    if (http_server_start(&s, &o.cfg, &err)) {
+    if (http_server_start(&s, &o->cfg, &err)) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        rc = cmd_fail("serve", &err);
-        goto out;
+        return cmd_fail("serve", &err);
     }
     fprintf(stderr, "listening on %s\n", http_server_url(s));
     fflush(stderr);
@@ -397,17 +414,23 @@ static int run(int argc, char **argv)
     if (atomic_load(&l.done) < 0) {
         rc = cmd_fail("serve", &l.err);
         http_server_free(s, NULL);
-        goto out;
+        return rc;
     }
-    http_server_shutdown(s, o.grace_s < 0 ? 5 : o.grace_s);
-    if (http_server_free(s, &err)) {
-        rc = cmd_fail("serve", &err);
-        goto out;
-    }
+    http_server_shutdown(s, o->grace_s < 0 ? 5 : o->grace_s);
+    if (http_server_free(s, &err))
+        return cmd_fail("serve", &err);
     log_line("stopped; the store is closed");
-out:
+    return 0;
+}
+
+static int run(int argc, char **argv)
+{
+    struct serve_opts o = {0};
+    int rc = parse_opts(&o, argc, argv);
+    if (!rc)
+        rc = serve(&o);
     free(o.env_catalogs);
-    return rc;
+    return rc < 0 ? 0 : rc;
 }
 
 const struct cmd cmd_serve = {"serve", "the HTTP API and search page", run};

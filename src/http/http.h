@@ -30,7 +30,9 @@ struct http_server;
 
 struct http_config {
     const char *listen;           /* "HOST:PORT", [v6]:PORT; port 0 picks a free one */
-    const char *store;            /* store path */
+    const char *store;            /* store path, or a postgres:// URL */
+    const char *uploads;          /* folder for uploaded images; NULL: STORE.images
+                                   * (required when store is a URL) */
     const char *model;            /* model folder */
     struct pipe_opts pipe;        /* precision, decode limits */
     const char *const *catalogs;  /* catalog folders to precompute */

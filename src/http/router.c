@@ -5,8 +5,12 @@
  *    exactly once.
  * 2. A known path with the wrong method is 405 with an Allow list (RFC
  *    9110 section 15.5.6); HEAD is served wherever GET is.
+ * 3. Once matched, http__dispatch hands the request to its resource's
+ *    handler (api_*.c); what each route's JSON body may hold and which
+ *    routes are cheap enough for the poll threads are decided here too.
  */
 #include "http/router.h"
+#include "http/http_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,4 +135,58 @@ const char *http_route_name(enum http_route r)
     case HTTP_ROUTE_ITEM_IMAGE: return "/items/{id}/image";
     default: return "other";
     }
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+struct http_json_limits http__json_limits(const struct http_server *s, enum http_route r)
+{
+    /* the body object and its scalars, room for fields we ignore */
+    const size_t base = 64;
+    switch (r) {
+    case HTTP_ROUTE_SEARCH: /* {"vector": [dim], "filter": {...} or [...]} */
+        return (struct http_json_limits){
+            base + (size_t)(s->pipe ? s->pipe->dim : STORE_DIM_MAX) + 2 * STORE_FILTERS_MAX, 3};
+    case HTTP_ROUTE_FEATURES_BATCH: /* {"images": [...]} */
+        return (struct http_json_limits){base + (size_t)s->cfg.batch_limit, 2};
+    case HTTP_ROUTE_CLASSIFY: /* {"labels": [...]} */
+        return (struct http_json_limits){base + HTTP_MAX_LABELS, 2};
+    case HTTP_ROUTE_ITEM: /* {"image", "metadata": {...}}: "1," per value at most */
+        return (struct http_json_limits){base + STORE_METADATA_MAX / 2,
+                                         1 + STORE_METADATA_DEPTH_MAX};
+    default:
+        return (struct http_json_limits){base, 2};
+    }
+}
+
+int http__inline_route(enum http_route r)
+{
+    return r == HTTP_ROUTE_NONE || r == HTTP_ROUTE_PAGE || r == HTTP_ROUTE_HEALTH ||
+           r == HTTP_ROUTE_METRICS;
+}
+
+void http__dispatch(struct http_req *r)
+{
+    switch (r->m.route) {
+    case HTTP_ROUTE_PAGE: http__api_page(r); break;
+    case HTTP_ROUTE_HEALTH: http__api_health(r); break;
+    case HTTP_ROUTE_METRICS: http__api_metrics(r); break;
+    case HTTP_ROUTE_FEATURES: http__api_features(r); break;
+    case HTTP_ROUTE_FEATURES_BATCH: http__api_features_batch(r); break;
+    case HTTP_ROUTE_SEARCH: http__api_search(r); break;
+    case HTTP_ROUTE_CLASSIFY: http__api_classify(r); break;
+    case HTTP_ROUTE_ITEMS: http__api_items_list(r); break;
+    case HTTP_ROUTE_ITEM:
+        if (r->m.method == HTTP_M_PUT)
+            http__api_item_put(r);
+        else if (r->m.method == HTTP_M_DELETE)
+            http__api_item_delete(r);
+        else
+            http__api_item_get(r);
+        break;
+    case HTTP_ROUTE_ITEM_IMAGE: http__api_item_image(r); break;
+    default: http__reply_errf(r, ERR_NOT_FOUND, "no such endpoint"); break;
+    }
+    if (!r->reply.status)
+        http__reply_errf(r, ERR_INTERNAL, "the handler gave no reply");
 }
