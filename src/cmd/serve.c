@@ -75,6 +75,14 @@ static void usage(FILE *f)
             "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
             "  --precompute-pause-ms N sleep between background batches (default 0)\n"
             "  --load-delay-ms N       wait before loading the model (for tests)\n"
+            "  --cors-origin ORIGIN    let browser pages from ORIGIN (https://shop.example)\n"
+            "                          call the API; repeatable; '*' lets any origin read\n"
+            "                          (GET, HEAD) only. Default: no CORS, OPTIONS is 405\n"
+            "                          [IMGSEARCH_CORS_ORIGIN, ','-separated]\n"
+            "  --access-log FILE       one JSON line per request (time, id, method, route,\n"
+            "                          status, bytes, duration_ms, client) appended to FILE;\n"
+            "                          '-': stderr, 'off': none (default: stderr, none with\n"
+            "                          --quiet) [IMGSEARCH_ACCESS_LOG]\n"
             "  --quiet                 log only errors\n"
             "  --help                  this text\n"
             "\n"
@@ -85,7 +93,7 @@ enum {
     O_STORE = 1, O_MODEL, O_LISTEN, O_CATALOG, O_KEY, O_KEY_ALL, O_MAX_BATCH, O_WAIT,
     O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
-    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS,
+    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS, O_ACCESS_LOG, O_CORS,
 };
 
 static const struct option opts[] = {
@@ -118,10 +126,13 @@ static const struct option opts[] = {
     {"rate-burst", required_argument, 0, O_BURST},
     {"shutdown-grace-s", required_argument, 0, O_GRACE},
     {"uploads", required_argument, 0, O_UPLOADS},
+    {"access-log", required_argument, 0, O_ACCESS_LOG},
+    {"cors-origin", required_argument, 0, O_CORS},
     {0, 0, 0, 0},
 };
 
 #define MAX_CATALOGS 64
+#define MAX_ORIGINS 32
 
 struct serve_opts {
     struct http_config cfg;
@@ -133,6 +144,11 @@ struct serve_opts {
     long body_mb;
     int quiet;
     int grace_s;           /* --shutdown-grace-s; -1: the default */
+    const char *access_log; /* --access-log: FILE, "-" (stderr) or "off"; NULL: default */
+    const char *origins[MAX_ORIGINS]; /* --cors-origin, repeated */
+    int norigins;
+    char *env_origins;     /* copy of IMGSEARCH_CORS_ORIGIN, split in place */
+    int from_argv_cors;    /* --cors-origin seen on the command line */
 };
 
 /* "N", "N/s", "N/m" or "N/min": requests per second into *rate. */
@@ -168,6 +184,18 @@ static void log_line(const char *msg)
             ts.tv_nsec / 1000000, msg);
 }
 
+static FILE *access_fp; /* where access-log lines go; NULL: nowhere */
+
+static void access_line(const char *line)
+{
+    /* one fwrite per line: stdio locks the stream, so lines from several
+     * threads never interleave */
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "%s\n", line);
+    if (n > 0 && (size_t)n < sizeof buf)
+        fwrite(buf, 1, (size_t)n, access_fp);
+}
+
 /* Applies one option value (from argv or the environment, named by src). */
 static int apply(struct serve_opts *o, int id, const char *v, const char *src, int from_env)
 {
@@ -180,6 +208,26 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_MODEL: c->model = v; break;
     case O_LISTEN: c->listen = v; break;
     case O_UPLOADS: c->uploads = v; break;
+    case O_ACCESS_LOG: o->access_log = v; break;
+    case O_CORS:
+        if (from_env) { /* several, separated by ',' or spaces */
+            free(o->env_origins);
+            o->env_origins = strdup(v);
+            o->norigins = 0;
+            for (char *sv, *t = o->env_origins ? strtok_r(o->env_origins, ", ", &sv) : NULL;
+                 t && o->norigins < MAX_ORIGINS; t = strtok_r(NULL, ", ", &sv))
+                o->origins[o->norigins++] = t;
+            break;
+        }
+        if (o->from_argv_cors++ == 0)
+            o->norigins = 0; /* the command line replaces the environment */
+        if (o->norigins == MAX_ORIGINS)
+            return cmd_usage_error("serve", "at most %d --cors-origin", MAX_ORIGINS);
+        if (!*v || strchr(v, ' ') || strchr(v, ','))
+            return cmd_usage_error("serve", "%s '%s' is not one origin (scheme://host[:port] "
+                                   "or *)", src, v);
+        o->origins[o->norigins++] = v;
+        break;
     case O_CATALOG:
         if (from_env) {
             free(o->env_catalogs);
@@ -364,6 +412,19 @@ static int parse_opts(struct serve_opts *o, int argc, char **argv)
     cfg->version = IMGSEARCH_VERSION;
     cfg->log = log_line;
     cfg->shutdown_grace_s = o->grace_s < 0 ? 0 : o->grace_s ? o->grace_s : -1;
+    const char *al = o->access_log;
+    if (al && !*al)
+        return cmd_usage_error("serve", "--access-log needs a file, '-' or 'off'");
+    if (al && strcmp(al, "-") != 0 && strcmp(al, "off") != 0) {
+        if (!(access_fp = fopen(al, "ae")))
+            return cmd_usage_error("serve", "--access-log %s: %s", al, strerror(errno));
+        setvbuf(access_fp, NULL, _IOLBF, 0);
+    } else if ((al && !strcmp(al, "-")) || (!al && !o->quiet)) {
+        access_fp = stderr;
+    }
+    cfg->access_log = access_fp ? access_line : NULL;
+    cfg->cors_origins = o->origins;
+    cfg->ncors_origins = o->norigins;
     return 0;
 }
 
@@ -429,7 +490,11 @@ static int run(int argc, char **argv)
     int rc = parse_opts(&o, argc, argv);
     if (!rc)
         rc = serve(&o);
+    if (access_fp && access_fp != stderr)
+        fclose(access_fp);
+    access_fp = NULL;
     free(o.env_catalogs);
+    free(o.env_origins);
     return rc < 0 ? 0 : rc;
 }
 

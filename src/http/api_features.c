@@ -100,7 +100,7 @@ static int get_images(struct http_req *r, struct http__blob **out, int *count)
         n = 1;
     } else if (r->kind == HTTP_BODY_MULTIPART) {
         for (size_t i = 0; i < r->parts.n; i++)
-            n += !strcmp(r->parts.v[i].name, "images") || !strcmp(r->parts.v[i].name, "image");
+            n += http__image_field(r->parts.v[i].name);
     } else if (r->json) {
         arr = json_object_get(r->json, "images");
         if (arr && !json_is_array(arr)) {
@@ -129,7 +129,7 @@ static int get_images(struct http_req *r, struct http__blob **out, int *count)
     } else if (r->kind == HTTP_BODY_MULTIPART) {
         size_t k = 0;
         for (size_t i = 0; i < r->parts.n; i++)
-            if (!strcmp(r->parts.v[i].name, "images") || !strcmp(r->parts.v[i].name, "image"))
+            if (http__image_field(r->parts.v[i].name))
                 http__blob_from_part(&b[k++], &r->parts.v[i]);
     } else {
         for (size_t i = 0; i < n; i++) {

@@ -1,14 +1,21 @@
-/* api_status.c - what the service says about itself: GET /health,
- * GET /metrics (Prometheus text, metrics.c) and the search page GET /.
+/* api_status.c - what the service says about itself: GET /health
+ * (liveness), GET /ready (readiness), GET /metrics (Prometheus text,
+ * metrics.c) and the search page GET /.
  *
- * 1. These run on libmicrohttpd's poll threads (router.c,
- *    http__inline_route): they read counters and the store's cached
- *    counts, never run a query.
+ * 1. /health, /metrics and / run on libmicrohttpd's poll threads
+ *    (router.c, http__inline_route): they read counters and the store's
+ *    cached counts, never run a query. /health answers 200 while the
+ *    process runs, whatever the model's state ("status" says it).
+ * 2. /ready answers 503 (with Retry-After) while the model loads, after a
+ *    failed load, while shutting down, and when the store does not answer
+ *    a count; 200 otherwise. It runs on a worker, since the count is a
+ *    real query (a database store may be unreachable).
  */
 #include "http/http_int.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- /health, /metrics, / ---------------------------------------------------------- */
@@ -77,6 +84,25 @@ void http__api_health(struct http_req *r)
     http__reply_json(r, 200, j);
 }
 
+/* Readiness: the model is loaded (else server.c answered 503 already) and
+ * the store answers a query now. Runs on a worker: the query may wait. */
+void http__api_ready(struct http_req *r)
+{
+    struct http_server *s = r->s;
+    struct err e = {0};
+    int64_t items = 0;
+    if (store_count(s->store, &items, &e)) {
+        char clean[ERR_MSG_MAX + 64];
+        http__scrub(s, e.msg, clean, sizeof clean, 1);
+        r->reply.retry_after = 5;
+        http__reply_errf(r, ERR_UNAVAILABLE, "the store does not answer: %s", clean);
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:s,s:I}", "status", "ready", "model", s->model_id, "items",
+                          (json_int_t)items);
+    http__reply_json(r, 200, j);
+}
+
 void http__api_metrics(struct http_req *r)
 {
     struct http_server *s = r->s;
@@ -101,8 +127,17 @@ void http__api_metrics(struct http_req *r)
         x.precompute_embedded = p.embedded;
         x.precompute_failed = p.failed;
     }
+    x.version = s->cfg.version ? s->cfg.version : "";
+    x.model = "";
+    x.precision = "";
+    if (atomic_load(&s->state) == HTTP__READY) {
+        x.model = s->model_id;
+        x.precision = pipe_precision_name(s->pipe);
+    }
+    struct http_metrics_process p;
+    http_metrics_process(&p); /* fields it cannot read stay < 0: not shown */
     size_t n = 0;
-    char *text = http_metrics_render(&s->metrics, &x, &n);
+    char *text = http_metrics_render(&s->metrics, &x, &p, &n);
     if (!text) {
         http__reply_errf(r, ERR_NOMEM, "out of memory");
         return;
@@ -115,3 +150,28 @@ void http__api_page(struct http_req *r)
     http__reply_bytes(r, 200, "text/html; charset=utf-8", (char *)http__page, http__page_len, 1);
 }
 
+void http__api_openapi(struct http_req *r)
+{
+    /* the document with the version in place of its "@VERSION@" */
+    static const char mark[] = "@VERSION@";
+    const char *v = r->s->cfg.version ? r->s->cfg.version : "0";
+    const char *at = strstr(http__openapi, mark);
+    size_t head = at ? (size_t)(at - http__openapi) : http__openapi_len;
+    size_t tail = at ? http__openapi_len - head - (sizeof mark - 1) : 0;
+    size_t vl = at ? strlen(v) : 0, n = head + vl + tail;
+    char *b = malloc(n + 1);
+    if (!b) {
+        http__reply_errf(r, ERR_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(b, http__openapi, head);
+    memcpy(b + head, v, vl);
+    memcpy(b + head + vl, at ? at + sizeof mark - 1 : "", tail);
+    b[n] = 0;
+    http__reply_bytes(r, 200, "application/json", b, n, 0);
+}
+
+void http__api_docs(struct http_req *r)
+{
+    http__reply_bytes(r, 200, "text/html; charset=utf-8", (char *)http__docs, http__docs_len, 1);
+}

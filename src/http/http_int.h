@@ -94,6 +94,10 @@ struct http_server {
     struct http__guard guard;       /* open connections, deadlines, log throttle */
     struct http_ratelimit *rl;      /* inference buckets per address; NULL: no limit */
     int qcancel;                    /* shutting down: the queue takes no more (qmu) */
+
+    /* request ids (reqlog.c) */
+    char rid_prefix[12];            /* random per start */
+    atomic_ullong rid_next;         /* counter after it */
 };
 
 /* A worker thread's scratch, reused by every request it runs. */
@@ -111,11 +115,13 @@ struct http_reply {
     const char *ctype;      /* Content-Type (static string) */
     int fd;                 /* file to send instead of body, -1 none */
     uint64_t fd_len;        /* its size */
-    char allow[48];         /* Allow header for 405, "" none */
+    char allow[64];         /* Allow header for 405, "" none */
     int retry_after;        /* Retry-After seconds, 0 none */
     int challenge;          /* send WWW-Authenticate: Bearer */
     int cache;              /* 1: Cache-Control: max-age=300, else no-store */
     int close;              /* send Connection: close (set after the body) */
+    char cors_origin[256];  /* an allowed preflight: its Allow-Origin */
+    char cors_methods[64];  /* and Allow-Methods; "" otherwise */
 };
 
 enum http__phase {
@@ -125,9 +131,13 @@ enum http__phase {
     HTTP__PH_SENT,    /* reply queued with libmicrohttpd */
 };
 
+#define HTTP_REQUEST_ID_MAX 128 /* X-Request-ID characters at most */
+
 struct http_req {
     struct http_server *s;
     struct MHD_Connection *conn;
+    char rid[HTTP_REQUEST_ID_MAX + 1]; /* request id (reqlog.c) */
+    char method[16];                /* request method as sent (truncated) */
     struct http_match m;            /* route, method, item id */
     double t0;                      /* monotonic seconds at the first call */
     enum http__phase phase;
@@ -251,6 +261,9 @@ struct http_json_limits {
 };
 struct http_json_limits http__json_limits(const struct http_server *s, enum http_route r);
 
+/* The fields a JSON body of route r (method m) may have, NULL-terminated:
+ * any other is 400 naming it (a misspelt "min_scor" would be ignored). */
+const char *const *http__json_fields(enum http_route r, enum http_method m);
 /* 1 when route r is answered on the poll thread (cheap, no store writes). */
 int http__inline_route(enum http_route r);
 /* Runs the handler of r->m.route; always leaves a reply in r->reply. */
@@ -276,12 +289,43 @@ void http__api_item_delete(struct http_req *r);    /* DELETE /items/{id} */
 void http__api_item_image(struct http_req *r);     /* GET /items/{id}/image */
 /* api_status.c */
 void http__api_health(struct http_req *r);         /* GET /health */
+void http__api_ready(struct http_req *r);          /* GET /ready */
 void http__api_metrics(struct http_req *r);        /* GET /metrics */
 void http__api_page(struct http_req *r);           /* GET / */
+void http__api_openapi(struct http_req *r);        /* GET /openapi.json */
+void http__api_docs(struct http_req *r);           /* GET /docs */
 
 /* ---- page.c ---- */
 extern const char http__page[];
 extern const size_t http__page_len;
+/* ---- openapi.c, docs.c ---- */
+extern const char http__openapi[]; /* "@VERSION@" stands for cfg.version */
+extern const size_t http__openapi_len;
+extern const char http__docs[];
+extern const size_t http__docs_len;
+
+/* ---- reqlog.c: request ids and the access log ---- */
+
+/* Seeds the request id generator (once, at start). */
+void http__reqlog_init(struct http_server *s);
+/* 1 when v may be used as a request id as it is: 1..128 characters of
+ * printable ASCII without space. */
+int http__request_id_valid(const char *v);
+/* Sets r->rid from X-Request-ID when valid, else a new id. */
+void http__request_id(struct http_req *r);
+/* Hands the access-log line of r to cfg.access_log (when set). */
+void http__access_log(struct http_req *r);
+
+/* ---- cors.c: cross-origin requests ---- */
+
+/* 1 when --cors-origin named any origin. */
+int http__cors_on(const struct http_server *s);
+/* Answers an OPTIONS request on a known path (r->m matched, r->m.allow
+ * set): 204 with Allow, and the preflight headers when the origin and the
+ * requested method are allowed. */
+void http__cors_preflight(struct http_req *r);
+/* Adds the CORS headers of r's reply to resp (none when CORS is off). */
+void http__cors_headers(struct http_req *r, struct MHD_Response *resp);
 
 /* ---- conn.c: the connection guard ---- */
 

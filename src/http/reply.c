@@ -4,9 +4,9 @@
  *
  * 1. A handler never talks to libmicrohttpd: it fills r->reply (status,
  *    body, headers to add) and server.c sends it.
- * 2. Every error is {"error": {"code", "message"}} with the status of the
- *    one error table (util/err.h); the message is scrubbed of the
- *    server's folders and repaired to valid UTF-8 first.
+ * 2. Every error is {"error": {"code", "message"}, "detail": message,
+ *    "request_id": id} with the status of the one error table (util/err.h); the message is
+ *    scrubbed of the server's folders and repaired to valid UTF-8 first.
  * 3. Text from the store that is not UTF-8 (rows written before the check)
  *    is repaired with U+FFFD on the way out, so one bad row cannot make
  *    every listing that holds it fail.
@@ -147,7 +147,9 @@ void http__reply_err(struct http_req *r, const struct err *e)
     char *fixed = utf8_repair(clean);
     json_t *m = json_string(fixed ? fixed : "(the message is not valid UTF-8)");
     free(fixed);
-    json_t *j = json_pack("{s:{s:s,s:o}}", "error", "code", err_str(code), "message", m);
+    /* "detail" repeats the message where clients of other services look */
+    json_t *j = json_pack("{s:{s:s,s:O},s:o,s:s}", "error", "code", err_str(code), "message", m,
+                          "detail", m, "request_id", r->rid);
     http__reply_json(r, status, j);
     if (status >= 500 && code != ERR_UNAVAILABLE)
         http__logf(r->s, "%s %s: %d %s", http_route_name(r->m.route), r->m.id ? r->m.id : "", status,

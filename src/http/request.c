@@ -179,10 +179,41 @@ void http__blob_free(struct http__blob *b)
 }
 
 /* Parses the JSON body when there is one; 0 or an error reply made. */
+/* 0 when every field of the JSON body is one route r reads; else err
+ * names the others (the first few) and the ones it reads. */
+static int check_fields(struct http_req *r, json_t *body, struct err *err)
+{
+    const char *const *known = http__json_fields(r->m.route, r->m.method);
+    char unknown[300] = "", reads[300] = "";
+    size_t nu = 0, nk = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        size_t i = 0;
+        while (known[i] && strcmp(known[i], key) != 0)
+            i++;
+        if (known[i])
+            continue;
+        if (nu < sizeof unknown)
+            nu += (size_t)snprintf(unknown + nu, sizeof unknown - nu, "%s\"%.60s\"",
+                                   nu ? ", " : "", key);
+    }
+    if (!nu)
+        return 0;
+    for (size_t i = 0; known[i] && nk < sizeof reads; i++)
+        nk += (size_t)snprintf(reads + nk, sizeof reads - nk, "%s%s", i ? ", " : "", known[i]);
+    return err_set(err, ERR_INVALID_ARGUMENT, "unknown field%s in the JSON body: %s (%s reads %s)",
+                   strchr(unknown, ',') ? "s" : "", unknown, http_route_name(r->m.route),
+                   nk ? reads : "no JSON fields");
+}
+
 int http__load_json(struct http_req *r)
 {
     struct err e = {0};
-    if (r->kind == HTTP_BODY_JSON && !http__json(r, &e)) {
+    if (r->kind != HTTP_BODY_JSON)
+        return 0;
+    json_t *body = http__json(r, &e);
+    if (!body || check_fields(r, body, &e)) {
         http__reply_err(r, &e);
         return -1;
     }
@@ -253,8 +284,8 @@ void http__get_image(struct http_req *r, struct http__blob *b)
         b->p = r->body ? r->body : (const uint8_t *)"";
         b->n = r->body_len;
     } else if (r->kind == HTTP_BODY_MULTIPART) {
-        static const char *const names[] = {"image", "images", "file"};
-        for (size_t i = 0; i < 3 && !b->present; i++) {
+        static const char *const names[] = {"image", "images", "file", "files"};
+        for (size_t i = 0; i < 4 && !b->present; i++) {
             const struct http_part *p = http_parts_get(&r->parts, names[i], 0);
             if (p)
                 http__blob_from_part(b, p);

@@ -141,6 +141,8 @@ static enum MHD_Result send_reply(struct http_req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
                             rp->cache ? "max-age=300" : "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Request-ID", r->rid);
+    http__cors_headers(r, resp);
     if (rp->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rp->allow);
     if (rp->retry_after) {
@@ -179,9 +181,17 @@ static void req_free(struct http_req *r)
     free(r);
 }
 
+/* 1 for routes that open to everyone whatever --api-key-all says. */
+static int open_route(enum http_route rt)
+{
+    return rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH || rt == HTTP_ROUTE_READY ||
+           rt == HTTP_ROUTE_OPENAPI || rt == HTTP_ROUTE_DOCS;
+}
+
 static int needs_model(enum http_route rt)
 {
-    return rt != HTTP_ROUTE_PAGE && rt != HTTP_ROUTE_HEALTH && rt != HTTP_ROUTE_METRICS;
+    return rt != HTTP_ROUTE_PAGE && rt != HTTP_ROUTE_HEALTH && rt != HTTP_ROUTE_METRICS &&
+           rt != HTTP_ROUTE_OPENAPI && rt != HTTP_ROUTE_DOCS;
 }
 
 /* 1 when an API key is configured and the request carries it. */
@@ -205,7 +215,7 @@ static int authorized(struct http_req *r)
         return 1;
     enum http_route rt = r->m.route;
     int write = r->m.method == HTTP_M_PUT || r->m.method == HTTP_M_DELETE;
-    int open = rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH;
+    int open = open_route(rt);
     if (!write && (open || !c->api_key_all))
         return 1;
     return presents_key(r);
@@ -254,9 +264,13 @@ static void begin(struct http_req *r, const char *url, const char *method)
         return;
     }
     int rc = http_route_match(method, url, &r->m, &e);
+    if (rc == -ERR_METHOD && http__cors_on(s) && !strcmp(method, "OPTIONS")) {
+        http__cors_preflight(r); /* before the key: browsers send none with it */
+        return;
+    }
     if (rc) {
         if (rc == -ERR_METHOD)
-            memcpy(r->reply.allow, r->m.allow, sizeof r->reply.allow);
+            snprintf(r->reply.allow, sizeof r->reply.allow, "%s", r->m.allow);
         if (rc == -ERR_NOT_FOUND && r->m.route == HTTP_ROUTE_NONE)
             snprintf(e.msg, sizeof e.msg, "no such endpoint: %s %.300s", method, url);
         http__reply_err(r, &e);
@@ -340,6 +354,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->s = s;
         r->conn = c;
         r->t0 = mono_now();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        http__request_id(r);
         r->reply.fd = -1;
         r->phase = HTTP__PH_BODY;
         *ptr = r;
@@ -389,6 +405,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
     *ptr = NULL;
     if (r->reply.status)
         http_metrics_request(&s->metrics, r->m.route, r->reply.status, mono_now() - r->t0);
+    http__access_log(r);
     size_t received = r->received;
     req_free(r);
     atomic_fetch_sub(&s->inflight, 1);
@@ -540,6 +557,7 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     pthread_mutex_init(&s->upload_mu, NULL);
     atomic_init(&s->state, HTTP__LOADING);
     http__guard_init(s);
+    http__reqlog_init(s);
     json_object_seed(0); /* once, before threads race to do it */
     /* Request bodies and decoded images (64 KB and more) are mmapped, so
      * freeing one returns it to the system at once; a fixed threshold,

@@ -36,7 +36,7 @@ t_code() {
 }
 # t_err STATUS CODE: the error shape of every failure
 t_err() {
-  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}\}$"
+  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}(,\"[a-z_]+\":\"([^\"\\\\]|\\\\.)*\")*\}$"
   if [ "$CODE" = "$1" ] && grep -Eq -- "$re" "$OUT"; then ok; else
     bad "wanted $1 $2, got $CODE: $(head -c 300 "$OUT")"; fi
 }
