@@ -8,6 +8,9 @@
 #include "http/parse.h"
 #include "http/router.h"
 
+#include <time.h>
+#include <unistd.h>
+
 TEST(body_kinds)
 {
     CHECK_INT_EQ(http_body_kind_of(NULL), HTTP_BODY_NONE);
@@ -241,8 +244,13 @@ TEST(metrics_text)
     CHECK_INT_EQ(pipe_sched_bucket(3), 2);
     CHECK_INT_EQ(pipe_sched_bucket(16), 4);
     CHECK_INT_EQ(pipe_sched_bucket(100000), HTTP_METRICS_BATCH_BUCKETS);
+    x.version = "1.2";
+    x.model = "m\"odel\\x";
+    x.precision = "fp32";
+    struct http_metrics_process p = {.cpu_seconds = 1.5, .start_time_s = 1700000000.25,
+                                     .resident_bytes = 4096, .open_fds = 7};
     size_t n = 0;
-    char *t = http_metrics_render(&m, &x, &n);
+    char *t = http_metrics_render(&m, &x, &p, &n);
     REQUIRE(t);
     CHECK_INT_EQ(n, strlen(t));
     CHECK_STR_CONTAINS(t, "# TYPE imgsearch_http_requests_total counter\n");
@@ -269,11 +277,47 @@ TEST(metrics_text)
     CHECK_STR_CONTAINS(t, "imgsearch_batch_queue_depth 2\n");
     CHECK_STR_CONTAINS(t, "imgsearch_items_waiting 3\n");
     CHECK_STR_CONTAINS(t, "imgsearch_items 12\n");
+    CHECK_STR_CONTAINS(t, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.50\n");
+    CHECK_STR_CONTAINS(t, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 4096\n");
+    CHECK_STR_CONTAINS(t, "# TYPE process_open_fds gauge\nprocess_open_fds 7\n");
+    CHECK_STR_CONTAINS(t, "process_start_time_seconds 1700000000.25\n");
+    /* label values escaped: the quote and the backslash */
+    CHECK_STR_CONTAINS(t, "imgsearch_build_info{version=\"1.2\",model=\"m\\\"odel\\\\x\","
+                          "precision=\"fp32\"} 1\n");
     /* every line is a comment or "name{labels} value" */
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))
-        CHECKF(line[0] == '#' || (strchr(line, ' ') && strncmp(line, "imgsearch_", 10) == 0),
+        CHECKF(line[0] == '#' || (strchr(line, ' ') && (strncmp(line, "imgsearch_", 10) == 0 ||
+                                                        strncmp(line, "process_", 8) == 0)),
                "bad line: %s", line);
+    free(t);
+    /* what /proc cannot say is left out, not shown as -1 */
+    p = (struct http_metrics_process){-1, -1, -1, -1};
+    t = http_metrics_render(&m, &x, &p, &n);
+    REQUIRE(t);
+    CHECK(!strstr(t, "process_"));
+    CHECK_STR_CONTAINS(t, "imgsearch_build_info{");
     free(t);
 }
 
-TEST_MAIN(body_kinds, percent_encoding, values, api_keys, multipart_parts, router, metrics_text)
+TEST(metrics_process)
+{
+    struct http_metrics_process p;
+    REQUIRE(http_metrics_process(&p) == 0);
+    CHECK(p.cpu_seconds >= 0);
+    CHECK(p.resident_bytes > 4096);
+    /* stdin, stdout, stderr, and one we open now */
+    int fd = dup(2);
+    REQUIRE(fd >= 0);
+    struct http_metrics_process q;
+    http_metrics_process(&q);
+    CHECK(q.open_fds >= 4);
+    CHECK_INT_EQ(q.open_fds, p.open_fds + 1);
+    close(fd);
+    /* started before now, and after the year 2020 */
+    double now = (double)time(NULL);
+    CHECKF(p.start_time_s <= now + 1 && p.start_time_s > 1577836800, "start %f now %f",
+           p.start_time_s, now);
+}
+
+TEST_MAIN(body_kinds, percent_encoding, values, api_keys, multipart_parts, router, metrics_text,
+          metrics_process)

@@ -34,7 +34,11 @@ static void usage(FILE *f)
             "(/health says \"loading\", model routes answer 503 with Retry-After).\n"
             "\n"
             "options (environment variable in brackets):\n"
-            "  --store PATH            the store, created if missing [IMGSEARCH_STORE]\n"
+            "  --store PATH|URL        the store, created if missing [IMGSEARCH_STORE]; a\n"
+            "                          postgres:// or postgresql:// URL needs --uploads\n"
+            "  --uploads DIR           where images uploaded with PUT /items/{id} are kept\n"
+            "                          (default: PATH.images next to an embedded store)\n"
+            "                          [IMGSEARCH_UPLOADS]\n"
             "  --model DIR             model folder [IMGSEARCH_MODEL]\n"
             "  --listen HOST:PORT      address (default 127.0.0.1:8001; port 0: any free port)\n"
             "                          [IMGSEARCH_LISTEN]\n"
@@ -43,7 +47,8 @@ static void usage(FILE *f)
             "  --api-key KEY           required for writes (PUT, DELETE), as\n"
             "                          \"Authorization: Bearer KEY\" or \"X-API-Key: KEY\"\n"
             "                          [IMGSEARCH_API_KEY]\n"
-            "  --api-key-all           require the key for reads too (not / and /health)\n"
+            "  --api-key-all           require the key for reads too (not /, /health,\n"
+            "                          /ready, /openapi.json, /docs)\n"
             "                          [IMGSEARCH_API_KEY_ALL]\n"
             "  --max-batch N           images per forward pass (default 16) [IMGSEARCH_MAX_BATCH]\n"
             "  --batch-wait-ms N       longest wait for a batch to fill (default 5)\n"
@@ -71,6 +76,14 @@ static void usage(FILE *f)
             "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
             "  --precompute-pause-ms N sleep between background batches (default 0)\n"
             "  --load-delay-ms N       wait before loading the model (for tests)\n"
+            "  --cors-origin ORIGIN    let browser pages from ORIGIN (https://shop.example)\n"
+            "                          call the API; repeatable; '*' lets any origin read\n"
+            "                          (GET, HEAD) only. Default: no CORS, OPTIONS is 405\n"
+            "                          [IMGSEARCH_CORS_ORIGIN, ','-separated]\n"
+            "  --access-log FILE       one JSON line per request (time, id, method, route,\n"
+            "                          status, bytes, duration_ms, client) appended to FILE;\n"
+            "                          '-': stderr, 'off': none (default: stderr, none with\n"
+            "                          --quiet) [IMGSEARCH_ACCESS_LOG]\n"
             "  --quiet                 log only errors\n"
             "  --help                  this text\n"
             "\n"
@@ -81,7 +94,7 @@ enum {
     O_STORE = 1, O_MODEL, O_LISTEN, O_CATALOG, O_KEY, O_KEY_ALL, O_MAX_BATCH, O_WAIT,
     O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
-    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE,
+    O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS, O_ACCESS_LOG, O_CORS,
 };
 
 static const struct option opts[] = {
@@ -113,10 +126,14 @@ static const struct option opts[] = {
     {"rate-limit", required_argument, 0, O_RATE},
     {"rate-burst", required_argument, 0, O_BURST},
     {"shutdown-grace-s", required_argument, 0, O_GRACE},
+    {"uploads", required_argument, 0, O_UPLOADS},
+    {"access-log", required_argument, 0, O_ACCESS_LOG},
+    {"cors-origin", required_argument, 0, O_CORS},
     {0, 0, 0, 0},
 };
 
 #define MAX_CATALOGS 64
+#define MAX_ORIGINS 32
 
 struct serve_opts {
     struct http_config cfg;
@@ -128,6 +145,11 @@ struct serve_opts {
     long body_mb;
     int quiet;
     int grace_s;           /* --shutdown-grace-s; -1: the default */
+    const char *access_log; /* --access-log: FILE, "-" (stderr) or "off"; NULL: default */
+    const char *origins[MAX_ORIGINS]; /* --cors-origin, repeated */
+    int norigins;
+    char *env_origins;     /* copy of IMGSEARCH_CORS_ORIGIN, split in place */
+    int from_argv_cors;    /* --cors-origin seen on the command line */
 };
 
 /* "N", "N/s", "N/m" or "N/min": requests per second into *rate. */
@@ -163,6 +185,18 @@ static void log_line(const char *msg)
             ts.tv_nsec / 1000000, msg);
 }
 
+static FILE *access_fp; /* where access-log lines go; NULL: nowhere */
+
+static void access_line(const char *line)
+{
+    /* one fwrite per line: stdio locks the stream, so lines from several
+     * threads never interleave */
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "%s\n", line);
+    if (n > 0 && (size_t)n < sizeof buf)
+        fwrite(buf, 1, (size_t)n, access_fp);
+}
+
 /* Applies one option value (from argv or the environment, named by src). */
 static int apply(struct serve_opts *o, int id, const char *v, const char *src, int from_env)
 {
@@ -174,6 +208,27 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_STORE: c->store = v; break;
     case O_MODEL: c->model = v; break;
     case O_LISTEN: c->listen = v; break;
+    case O_UPLOADS: c->uploads = v; break;
+    case O_ACCESS_LOG: o->access_log = v; break;
+    case O_CORS:
+        if (from_env) { /* several, separated by ',' or spaces */
+            free(o->env_origins);
+            o->env_origins = strdup(v);
+            o->norigins = 0;
+            for (char *sv, *t = o->env_origins ? strtok_r(o->env_origins, ", ", &sv) : NULL;
+                 t && o->norigins < MAX_ORIGINS; t = strtok_r(NULL, ", ", &sv))
+                o->origins[o->norigins++] = t;
+            break;
+        }
+        if (o->from_argv_cors++ == 0)
+            o->norigins = 0; /* the command line replaces the environment */
+        if (o->norigins == MAX_ORIGINS)
+            return cmd_usage_error("serve", "at most %d --cors-origin", MAX_ORIGINS);
+        if (!*v || strchr(v, ' ') || strchr(v, ','))
+            return cmd_usage_error("serve", "%s '%s' is not one origin (scheme://host[:port] "
+                                   "or *)", src, v);
+        o->origins[o->norigins++] = v;
+        break;
     case O_CATALOG:
         if (from_env) {
             free(o->env_catalogs);
@@ -289,71 +344,96 @@ static void *load_main(void *arg)
     return NULL;
 }
 
-static int run(int argc, char **argv)
+/* 1 when store names a PostgreSQL database rather than a file. */
+static int is_db_url(const char *store)
 {
-    struct serve_opts o = {.body_mb = 20, .grace_s = -1};
-    o.cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
+    return !strncmp(store, "postgres://", 11) || !strncmp(store, "postgresql://", 13);
+}
+
+/* Fills o from the environment, then argv (which wins). Returns 0 to go
+ * on, 2 for a usage error (printed), or -1 when --help was printed. */
+static int parse_opts(struct serve_opts *o, int argc, char **argv)
+{
     int rc = 0, c;
-    /* environment first, the command line overrides it */
+    o->body_mb = 20;
+    o->grace_s = -1;
+    o->cfg.batch_wait_ms = -1; /* -1: default; 0 is a valid choice */
     for (const struct option *op = opts; op->name; op++) {
         if (op->val == O_HELP)
             continue;
         char name[64];
         env_name(op->name, name, sizeof name);
         const char *v = getenv(name);
-        if (v && (*v || op->has_arg == no_argument) && (rc = apply(&o, op->val, v, name, 1)))
-            goto out;
+        if (v && (*v || op->has_arg == no_argument) && (rc = apply(o, op->val, v, name, 1)))
+            return rc;
     }
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == O_HELP) {
             usage(stdout);
-            goto out;
+            return -1;
         }
-        if (c == '?' || c == ':') {
-            rc = cmd_usage_error("serve", "unknown option or missing value: '%s'",
-                                 argv[optind - 1]);
-            goto out;
-        }
+        if (c == '?' || c == ':')
+            return cmd_usage_error("serve", "unknown option or missing value: '%s'",
+                                   argv[optind - 1]);
         char src[64];
         snprintf(src, sizeof src, "--%s", opts[0].name);
         for (const struct option *op = opts; op->name; op++)
             if (op->val == c)
                 snprintf(src, sizeof src, "--%s", op->name);
-        if ((rc = apply(&o, c, optarg ? optarg : "1", src, 0)))
-            goto out;
+        if ((rc = apply(o, c, optarg ? optarg : "1", src, 0)))
+            return rc;
     }
-    if (optind < argc) {
-        rc = cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-        goto out;
+    if (optind < argc)
+        return cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    struct http_config *cfg = &o->cfg;
+    if (!cfg->store || !*cfg->store)
+        return cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
+    if (is_db_url(cfg->store)) {
+        if (!cfg->uploads || !*cfg->uploads)
+            return cmd_usage_error("serve", "--store is a database URL: --uploads DIR is "
+                                   "required (the folder where uploaded images are kept)");
+    } else if (strstr(cfg->store, "://")) {
+        return cmd_usage_error("serve", "--store %s: not a file path nor a postgres:// URL",
+                               cfg->store);
     }
-    if (!o.cfg.store || !*o.cfg.store) {
-        rc = cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
-        goto out;
-    }
-    if (strstr(o.cfg.store, "://")) {
-        rc = cmd_usage_error("serve", "--store %s: only the embedded store (a file path) is "
-                             "supported by serve", o.cfg.store);
-        goto out;
-    }
-    if (!(o.cfg.model = cmd_model_dir(o.cfg.model))) {
-        rc = cmd_usage_error("serve", "--model DIR is required (or set IMGSEARCH_MODEL)");
-        goto out;
-    }
-    if (o.ncat) {
-        o.cfg.catalogs = o.catalogs;
-        o.cfg.ncatalogs = o.ncat;
+    if (cfg->uploads && !*cfg->uploads)
+        return cmd_usage_error("serve", "--uploads needs a folder");
+    if (!(cfg->model = cmd_model_dir(cfg->model)))
+        return cmd_usage_error("serve", "--model DIR is required (or set IMGSEARCH_MODEL)");
+    if (o->ncat) {
+        cfg->catalogs = o->catalogs;
+        cfg->ncatalogs = o->ncat;
     } else {
-        o.cfg.catalogs = o.env_cat;
-        o.cfg.ncatalogs = o.nenv;
+        cfg->catalogs = o->env_cat;
+        cfg->ncatalogs = o->nenv;
     }
-    o.cfg.max_body = (size_t)o.body_mb << 20;
-    o.cfg.version = IMGSEARCH_VERSION;
-    o.cfg.log = log_line;
-    o.cfg.shutdown_grace_s = o.grace_s < 0 ? 0 : o.grace_s ? o.grace_s : -1;
-    atomic_store(&quiet_log, o.quiet);
+    cfg->max_body = (size_t)o->body_mb << 20;
+    cfg->version = IMGSEARCH_VERSION;
+    cfg->log = log_line;
+    cfg->shutdown_grace_s = o->grace_s < 0 ? 0 : o->grace_s ? o->grace_s : -1;
+    const char *al = o->access_log;
+    if (al && !*al)
+        return cmd_usage_error("serve", "--access-log needs a file, '-' or 'off'");
+    if (al && strcmp(al, "-") != 0 && strcmp(al, "off") != 0) {
+        if (!(access_fp = fopen(al, "ae")))
+            return cmd_usage_error("serve", "--access-log %s: %s", al, strerror(errno));
+        setvbuf(access_fp, NULL, _IOLBF, 0);
+    } else if ((al && !strcmp(al, "-")) || (!al && !o->quiet)) {
+        access_fp = stderr;
+    }
+    cfg->access_log = access_fp ? access_line : NULL;
+    cfg->cors_origins = o->origins;
+    cfg->ncors_origins = o->norigins;
+    return 0;
+}
 
+/* Runs the server of o until SIGTERM/SIGINT or a failed load. */
+static int serve(struct serve_opts *o)
+{
+    int rc = 0;
+    atomic_store(&quiet_log, o->quiet);
     /* SIGTERM/SIGINT go to sigtimedwait below: block them before any
      * thread exists so every thread inherits the mask */
     sigset_t set, old;
@@ -362,14 +442,13 @@ static int run(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile(o.cfg.max_connections ? o.cfg.max_connections : 1024);
+    raise_nofile(o->cfg.max_connections ? o->cfg.max_connections : 1024);
 
     struct err err = {0};
     struct http_server *s = NULL;
-    if (http_server_start(&s, &o.cfg, &err)) {
+    if (http_server_start(&s, &o->cfg, &err)) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        rc = cmd_fail("serve", &err);
-        goto out;
+        return cmd_fail("serve", &err);
     }
     fprintf(stderr, "listening on %s\n", http_server_url(s));
     fflush(stderr);
@@ -397,17 +476,27 @@ static int run(int argc, char **argv)
     if (atomic_load(&l.done) < 0) {
         rc = cmd_fail("serve", &l.err);
         http_server_free(s, NULL);
-        goto out;
+        return rc;
     }
-    http_server_shutdown(s, o.grace_s < 0 ? 5 : o.grace_s);
-    if (http_server_free(s, &err)) {
-        rc = cmd_fail("serve", &err);
-        goto out;
-    }
+    http_server_shutdown(s, o->grace_s < 0 ? 5 : o->grace_s);
+    if (http_server_free(s, &err))
+        return cmd_fail("serve", &err);
     log_line("stopped; the store is closed");
-out:
+    return 0;
+}
+
+static int run(int argc, char **argv)
+{
+    struct serve_opts o = {0};
+    int rc = parse_opts(&o, argc, argv);
+    if (!rc)
+        rc = serve(&o);
+    if (access_fp && access_fp != stderr)
+        fclose(access_fp);
+    access_fp = NULL;
     free(o.env_catalogs);
-    return rc;
+    free(o.env_origins);
+    return rc < 0 ? 0 : rc;
 }
 
 const struct cmd cmd_serve = {"serve", "the HTTP API and search page", run};

@@ -54,11 +54,6 @@ struct http__conn {
     struct http__conn *prev, *next; /* guard.conns (guard.mu) */
 };
 
-static long long now_us(void)
-{
-    return (long long)(http__now() * 1e6);
-}
-
 void http__guard_init(struct http_server *s)
 {
     struct http__guard *g = &s->guard;
@@ -68,7 +63,7 @@ void http__guard_init(struct http_server *s)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&g->cv, &ca);
     pthread_condattr_destroy(&ca);
-    g->log_t0 = http__now();
+    g->log_t0 = mono_now();
     g->inited = 1;
 }
 
@@ -98,7 +93,7 @@ void http__guard_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
             return; /* unguarded: the idle timeout still applies */
         k->fd = ci->connect_fd;
         atomic_init(&k->phase, HTTP__CONN_HEAD);
-        atomic_init(&k->since_us, now_us());
+        atomic_init(&k->since_us, (long long)(mono_ns() / 1000));
         pthread_mutex_lock(&g->mu);
         k->next = g->conns;
         if (g->conns)
@@ -132,7 +127,7 @@ void http__guard_phase(struct MHD_Connection *c, enum http__conn_phase ph)
     if (!k)
         return;
     /* since first: the sweeper reads phase, then since */
-    atomic_store(&k->since_us, now_us());
+    atomic_store(&k->since_us, (long long)(mono_ns() / 1000));
     atomic_store(&k->phase, (int)ph);
 }
 
@@ -159,7 +154,7 @@ void http__guard_log(struct http_server *s, const char *line)
         return;
     char roll[400];
     pthread_mutex_lock(&g->mu);
-    log_roll(g, http__now(), 0, roll, sizeof roll);
+    log_roll(g, mono_now(), 0, roll, sizeof roll);
     int show = g->log_shown < LOG_BURST;
     if (show) {
         g->log_shown++;
@@ -181,20 +176,16 @@ static void *sweeper(void *arg)
     const struct http_config *c = &s->cfg;
     double head_s = c->head_timeout_s > 0 ? c->head_timeout_s : 0;
     double body_s = c->request_timeout_s > 0 ? c->request_timeout_s : 0;
-    double last_prune = http__now();
+    double last_prune = mono_now();
     pthread_mutex_lock(&g->mu);
     while (!g->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        /* the condition variable waits on CLOCK_MONOTONIC, mono_ns's clock */
+        int64_t wake = mono_ns() + (int64_t)TICK_MS * 1000000;
+        struct timespec ts = {.tv_sec = wake / 1000000000, .tv_nsec = wake % 1000000000};
         pthread_cond_timedwait(&g->cv, &g->mu, &ts);
         if (g->stop)
             break;
-        long long now = now_us();
+        long long now = (long long)(mono_ns() / 1000);
         int heads = 0, bodies = 0;
         for (struct http__conn *k = g->conns; k; k = k->next) {
             if (k->cut)
@@ -266,7 +257,7 @@ void http__guard_stop(struct http_server *s)
     }
     char roll[400];
     pthread_mutex_lock(&g->mu);
-    log_roll(g, http__now(), 1, roll, sizeof roll);
+    log_roll(g, mono_now(), 1, roll, sizeof roll);
     pthread_mutex_unlock(&g->mu);
     if (roll[0] && s->cfg.log)
         s->cfg.log(roll);

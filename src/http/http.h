@@ -30,12 +30,17 @@ struct http_server;
 
 struct http_config {
     const char *listen;           /* "HOST:PORT", [v6]:PORT; port 0 picks a free one */
-    const char *store;            /* store path */
+    const char *store;            /* store path, or a postgres:// URL */
+    const char *uploads;          /* folder for uploaded images; NULL: STORE.images
+                                   * (required when store is a URL) */
     const char *model;            /* model folder */
     struct pipe_opts pipe;        /* precision, decode limits */
     const char *const *catalogs;  /* catalog folders to precompute */
     int ncatalogs;
     const char *api_key;          /* NULL or "": no key */
+    const char *const *cors_origins; /* origins browsers may call from ("*": any, reads
+                                      * only); none: CORS off (cors.c) */
+    int ncors_origins;
     int api_key_all;              /* 1: reads need the key too */
     int max_batch;                /* images per forward pass (1..256) */
     int batch_wait_ms;            /* longest wait for a batch to fill */
@@ -51,6 +56,9 @@ struct http_config {
     int load_delay_ms;            /* tests: wait before loading the model */
     const char *version;          /* shown by /health */
     void (*log)(const char *msg); /* one line, no newline; NULL: silent */
+    /* one JSON line per request (reqlog.c), no newline; NULL: no access log.
+     * Called from libmicrohttpd's threads, several at once. */
+    void (*access_log)(const char *line);
     /* hostile clients (server.c, design note 7); 0 picks the default, < 0 turns off */
     int max_per_address;          /* open connections per client address (64) */
     int head_timeout_s;           /* whole request head, first byte to last (10 s) */

@@ -8,9 +8,11 @@
  */
 #include "http/metrics.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const int statuses[HTTP_METRICS_STATUSES - 1] = {
     200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500,
@@ -59,8 +61,95 @@ static uint64_t ld(atomic_uint_fast64_t *a)
     return atomic_load_explicit(a, memory_order_relaxed);
 }
 
+int http_metrics_process(struct http_metrics_process *p)
+{
+    *p = (struct http_metrics_process){-1, -1, -1, -1};
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "re");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    /* the command name, in parentheses, may hold spaces: fields count
+     * from the last ')' (proc(5): utime 14, stime 15, starttime 22, rss 24) */
+    const char *at = strrchr(buf, ')');
+    unsigned long long ut, st, start;
+    long long rss;
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    if (!at || tick <= 0 ||
+        sscanf(at + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d "
+                       "%*d %*d %*d %llu %*u %lld", &ut, &st, &start, &rss) != 4)
+        return -1;
+    p->cpu_seconds = (double)(ut + st) / (double)tick;
+    p->resident_bytes = rss * (page > 0 ? page : 4096);
+    f = fopen("/proc/stat", "re");
+    unsigned long long btime = 0;
+    while (f && fgets(buf, sizeof buf, f))
+        if (sscanf(buf, "btime %llu", &btime) == 1)
+            break;
+    if (f)
+        fclose(f);
+    if (btime)
+        p->start_time_s = (double)btime + (double)start / (double)tick;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        int64_t k = 0;
+        for (struct dirent *e; (e = readdir(d));)
+            k += e->d_name[0] != '.';
+        closedir(d);
+        p->open_fds = k - 1; /* not the one reading the folder */
+    }
+    return 0;
+}
+
+/* v as a Prometheus label value: backslash, quote and newline escaped. */
+static void label(FILE *f, const char *v)
+{
+    for (; v && *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fputc('\\', f);
+        if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+static void render_process(FILE *f, const struct http_metrics_extra *x,
+                           const struct http_metrics_process *p)
+{
+    if (p && p->cpu_seconds >= 0)
+        fprintf(f,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+                "# TYPE process_cpu_seconds_total counter\n"
+                "process_cpu_seconds_total %.2f\n"
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                "# TYPE process_resident_memory_bytes gauge\n"
+                "process_resident_memory_bytes %lld\n",
+                p->cpu_seconds, (long long)p->resident_bytes);
+    if (p && p->open_fds >= 0)
+        fprintf(f,
+                "# HELP process_open_fds Number of open file descriptors.\n"
+                "# TYPE process_open_fds gauge\n"
+                "process_open_fds %lld\n", (long long)p->open_fds);
+    if (p && p->start_time_s >= 0)
+        fprintf(f,
+                "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+                "# TYPE process_start_time_seconds gauge\n"
+                "process_start_time_seconds %.2f\n", p->start_time_s);
+    fputs("# HELP imgsearch_build_info The version, and the model and precision served.\n"
+          "# TYPE imgsearch_build_info gauge\n"
+          "imgsearch_build_info{version=\"", f);
+    label(f, x->version);
+    fputs("\",model=\"", f);
+    label(f, x->model);
+    fputs("\",precision=\"", f);
+    label(f, x->precision);
+    fputs("\"} 1\n", f);
+}
+
 char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extra *x,
-                          size_t *len)
+                          const struct http_metrics_process *p, size_t *len)
 {
     char *buf = NULL;
     size_t n = 0;
@@ -171,6 +260,7 @@ char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extr
             "imgsearch_uptime_seconds %.3f\n",
             (long long)x->precompute_embedded, (long long)x->precompute_failed, x->loading,
             x->uptime_s);
+    render_process(f, x, p);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

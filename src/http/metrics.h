@@ -45,7 +45,19 @@ struct http_metrics_extra {
     int64_t precompute_embedded, precompute_failed; /* start-up precompute */
     int loading;                      /* 1 while the model loads */
     double uptime_s;
+    const char *version, *model, *precision; /* build info labels ("" unknown) */
 };
+
+/* What the kernel says about this process (Prometheus' process_* names). */
+struct http_metrics_process {
+    double cpu_seconds;     /* user + system CPU time */
+    double start_time_s;    /* start, seconds since the Unix epoch */
+    int64_t resident_bytes; /* resident set size */
+    int64_t open_fds;       /* open file descriptors */
+};
+
+/* Reads /proc/self; 0, or -1 when /proc cannot be read (fields < 0). */
+int http_metrics_process(struct http_metrics_process *p);
 
 
 void http_metrics_init(struct http_metrics *m);
@@ -57,6 +69,6 @@ void http_metrics_request(struct http_metrics *m, enum http_route r, int status,
 
 /* The exposition text (malloc'd, *len bytes), or NULL when out of memory. */
 char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extra *x,
-                          size_t *len);
+                          const struct http_metrics_process *p, size_t *len);
 
 #endif

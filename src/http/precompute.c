@@ -20,6 +20,7 @@
  * 4. --precompute-pause-ms sleeps after each batch's forward pass.
  */
 #include "http/precompute.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -350,19 +351,17 @@ static void *run(void *arg)
     struct err err = {0};
     int rc = 0;
     if (pc->o.nroots) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double t0 = mono_now();
         rc = scan(pc, &err);
         if (rc == -ERR_INTERRUPTED)
             return NULL;
         if (rc)
-            goto out;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        report_scan(pc, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+            goto fail;
+        report_scan(pc, mono_now() - t0);
     }
     int64_t waiting = 0;
     if ((rc = store_count_waiting(pc->st, &waiting, &err)))
-        goto out;
+        goto fail;
     pthread_mutex_lock(&pc->mu);
     pc->pr.waiting_at_start = waiting + pc->n.embedded;
     pc->pr.state = HTTP_PC_EMBEDDING;
@@ -370,7 +369,7 @@ static void *run(void *arg)
     if (waiting)
         logf_(pc, "precompute: %lld items wait for embeddings", (long long)waiting);
     rc = embed_loop(pc, &err);
-out:
+fail: /* the one way out: rc says whether it failed */
     if (rc) {
         pthread_mutex_lock(&pc->mu);
         pc->pr.state = HTTP_PC_FAILED;

@@ -14,8 +14,11 @@
 enum http_route {
     HTTP_ROUTE_NONE,           /* no route: 404 (or 405) */
     HTTP_ROUTE_PAGE,           /* GET / */
-    HTTP_ROUTE_HEALTH,         /* GET /health */
+    HTTP_ROUTE_HEALTH,         /* GET /health: liveness */
+    HTTP_ROUTE_READY,          /* GET /ready: readiness */
     HTTP_ROUTE_METRICS,        /* GET /metrics */
+    HTTP_ROUTE_OPENAPI,        /* GET /openapi.json */
+    HTTP_ROUTE_DOCS,           /* GET /docs */
     HTTP_ROUTE_FEATURES,       /* POST /extract-features */
     HTTP_ROUTE_FEATURES_BATCH, /* POST /extract-features-batch */
     HTTP_ROUTE_SEARCH,         /* POST /search */

@@ -1,18 +1,16 @@
-/* server.c - libmicrohttpd glue: listening, request lifecycle, body
- * collection with limits, authentication, the worker pool, replies, and
- * the graceful shutdown.
+/* server.c - libmicrohttpd glue: listening, the request lifecycle,
+ * authentication, the worker pool, sending replies, loading and the
+ * graceful shutdown.
  *
  * 1. The daemon runs its own poll threads (MHD_USE_INTERNAL_POLLING_THREAD
  *    | MHD_USE_EPOLL, a thread pool) and we bind the socket ourselves, so
  *    port 0 works and the real port is known before anything is printed.
  * 2. Everything that can be refused is refused on the first call, before
  *    the body is read: unknown route (404), method (405), API key (401),
- *    loading (503), declared length over the limit (413), content type
- *    (415). libmicrohttpd then closes the connection without reading the
- *    body. A chunked body over the limit is drained and answered 413.
- * 3. Bodies: multipart/form-data goes through MHD_create_post_processor
- *    into http_parts; raw image/... and JSON bodies are appended to one
- *    buffer (MHD gives no post processor for them).
+ *    loading (503), and what body.c refuses (413, 415, framing).
+ *    libmicrohttpd then closes the connection without reading the body.
+ * 3. Bodies are read by body.c; handlers (api_*.c, run through router.c)
+ *    see the request only through request.c and answer through reply.c.
  * 4. Model and store work runs on worker threads: the connection is
  *    suspended (MHD_ALLOW_SUSPEND_RESUME), the request queued, and the
  *    worker resumes it when the reply is ready; MHD then calls us again
@@ -54,11 +52,6 @@
  *      --rate-limit 10/s, --rate-burst 2 x rate) or get 429 with
  *      Retry-After; a request with the valid API key is not limited.
  *
- * Size: one file (about 1,300 lines): the request lifecycle (begin, body,
- * suspend, resume, reply, completion) is one state machine over MHD's
- * callbacks; connection guarding lives in conn.c, rate limits in
- * ratelimit.c. The reply/parse helpers still to move into a file of their
- * own (issue 10) will bring it under 1,200.
  */
 #include "http/http_int.h"
 
@@ -78,7 +71,6 @@
 #include <unistd.h>
 
 #include "util/fsutil.h"
-#include "util/jsonscan.h"
 #include "util/utf8.h"
 
 enum {
@@ -87,25 +79,6 @@ enum {
     HTTP_ARENA_MAX = 8,              /* malloc arenas at most */
 };
 
-double http__now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void logf_(struct http_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(struct http_server *s, const char *fmt, ...)
-{
-    if (!s->cfg.log)
-        return;
-    char msg[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s->cfg.log(msg);
-}
 
 void http_config_defaults(struct http_config *c)
 {
@@ -146,139 +119,6 @@ void http_config_defaults(struct http_config *c)
         c->shutdown_grace_s = 5;
 }
 
-/* ---- replies ------------------------------------------------------------ */
-
-static void reply_reset(struct http_reply *rp)
-{
-    if (rp->body && !rp->body_static)
-        free(rp->body);
-    if (rp->fd >= 0)
-        close(rp->fd);
-    memset(rp, 0, sizeof *rp);
-    rp->fd = -1;
-}
-
-void http__reply_bytes(struct http_req *r, int status, const char *ctype, char *buf,
-                       size_t len, int is_static)
-{
-    struct http_reply *rp = &r->reply;
-    int retry = rp->retry_after, chal = rp->challenge;
-    char allow[sizeof rp->allow];
-    memcpy(allow, rp->allow, sizeof allow);
-    reply_reset(rp);
-    rp->retry_after = retry;
-    rp->challenge = chal;
-    memcpy(rp->allow, allow, sizeof allow);
-    rp->status = status;
-    rp->ctype = ctype;
-    rp->body = buf;
-    rp->len = len;
-    rp->body_static = is_static;
-}
-
-void http__reply_json(struct http_req *r, int status, json_t *j)
-{
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(j);
-    if (!s) {
-        /* jansson says NULL both for no memory and for a string that is not
-         * UTF-8 or a NaN; every text we put in a reply is checked or
-         * repaired first, so this is our bug, not the client's and not
-         * necessarily memory */
-        static const char bad[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"cannot encode the reply as JSON\"}}";
-        http__reply_bytes(r, 500, "application/json", (char *)bad, sizeof bad - 1, 1);
-        logf_(r->s, "%s: cannot encode the reply as JSON", http_route_name(r->m.route));
-        return;
-    }
-    size_t n = strlen(s);
-    s[n] = 0;
-    http__reply_bytes(r, status, "application/json", s, n, 0);
-}
-
-/* Replaces every occurrence of from in buf (NUL-terminated, room n) by to. */
-static void replace_all(char *buf, size_t n, const char *from, const char *to)
-{
-    size_t fl = strlen(from), tl = strlen(to);
-    if (fl < 2)
-        return;
-    for (char *p = strstr(buf, from); p; p = strstr(p + tl, from)) {
-        size_t rest = strlen(p + fl);
-        if ((size_t)(p - buf) + tl + rest + 1 > n)
-            return;
-        memmove(p + tl, p + fl, rest + 1);
-        memcpy(p, to, tl);
-    }
-}
-
-void http__scrub(const struct http_server *s, const char *msg, char *out, size_t n, int server_side)
-{
-    snprintf(out, n, "%s", msg);
-    /* the longest first: the upload folder lies inside the store's folder */
-    if (s->upload_dir)
-        replace_all(out, n, s->upload_dir, "<uploads>");
-    for (int i = 0; i < s->nroots; i++)
-        replace_all(out, n, s->roots[i], "<catalog>");
-    if (s->store_dir)
-        replace_all(out, n, s->store_dir, "<store>");
-    if (s->cfg.store)
-        replace_all(out, n, s->cfg.store, "<store>");
-    if (s->cfg.model)
-        replace_all(out, n, s->cfg.model, "<model>");
-    for (int i = 0; i < s->cfg.ncatalogs; i++)
-        replace_all(out, n, s->cfg.catalogs[i], "<catalog>");
-    if (!server_side)
-        return;
-    /* a server-side failure names no file of ours at all: any absolute
-     * path left ("/a/b...") becomes <path> */
-    char in[ERR_MSG_MAX + 64];
-    snprintf(in, sizeof in, "%s", out);
-    size_t w = 0;
-    for (size_t i = 0; in[i] && w + 7 < n;) {
-        int word_start = i == 0 || strchr(" '\"(=", in[i - 1]);
-        size_t len = strcspn(in + i, " '\",:)");
-        if (in[i] == '/' && word_start && memchr(in + i + 1, '/', len - 1)) {
-            memcpy(out + w, "<path>", 6);
-            w += 6;
-            i += len;
-        } else {
-            out[w++] = in[i++];
-        }
-    }
-    out[w] = 0;
-}
-
-void http__reply_err(struct http_req *r, const struct err *e)
-{
-    int code = e && e->code ? e->code : ERR_INTERNAL;
-    const char *msg = e && e->msg[0] ? e->msg : "unknown error";
-    int status = err_http_status(code);
-    if (code == ERR_UNAVAILABLE && !r->reply.retry_after)
-        r->reply.retry_after = 1;
-    /* what the client sees: no server path, and valid UTF-8 whatever the
-     * message quotes (an id or a value as it came) */
-    char clean[ERR_MSG_MAX + 64];
-    http__scrub(r->s, msg, clean, sizeof clean, status >= 500);
-    char *fixed = utf8_repair(clean);
-    json_t *m = json_string(fixed ? fixed : "(the message is not valid UTF-8)");
-    free(fixed);
-    json_t *j = json_pack("{s:{s:s,s:o}}", "error", "code", err_str(code), "message", m);
-    http__reply_json(r, status, j);
-    if (status >= 500 && code != ERR_UNAVAILABLE)
-        logf_(r->s, "%s %s: %d %s", http_route_name(r->m.route), r->m.id ? r->m.id : "", status,
-              msg);
-}
-
-void http__reply_errf(struct http_req *r, int code, const char *fmt, ...)
-{
-    struct err e = {code, ""};
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
-    va_end(ap);
-    http__reply_err(r, &e);
-}
-
 static enum MHD_Result send_reply(struct http_req *r)
 {
     struct http_reply *rp = &r->reply;
@@ -301,6 +141,8 @@ static enum MHD_Result send_reply(struct http_req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
                             rp->cache ? "max-age=300" : "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Request-ID", r->rid);
+    http__cors_headers(r, resp);
     if (rp->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rp->allow);
     if (rp->retry_after) {
@@ -320,146 +162,6 @@ static enum MHD_Result send_reply(struct http_req *r)
     return ret;
 }
 
-/* ---- request data ------------------------------------------------------- */
-
-const char *http__header(struct http_req *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-static const char *keep(struct http_req *r, char *s)
-{
-    if (r->nstrs == r->capstrs) {
-        int nc = r->capstrs ? r->capstrs * 2 : 8;
-        char **v = realloc(r->strs, sizeof *v * (size_t)nc);
-        if (!v) {
-            free(s);
-            return NULL;
-        }
-        r->strs = v;
-        r->capstrs = nc;
-    }
-    r->strs[r->nstrs++] = s;
-    return s;
-}
-
-const char *http__query(struct http_req *r, const char *key)
-{
-    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
-    if (!raw)
-        return NULL;
-    char *d;
-    if (http_pct_decode(raw, strlen(raw), 1, &d, NULL))
-        return NULL;
-    return keep(r, d);
-}
-
-struct each_ctx {
-    struct http_req *r;
-    const char *key;
-    int (*fn)(void *, const char *);
-    void *ctx;
-    int rc;
-};
-
-static enum MHD_Result each_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *value)
-{
-    (void)kind;
-    struct each_ctx *e = cls;
-    if (!key || strcmp(key, e->key) != 0)
-        return MHD_YES;
-    char *d;
-    if (http_pct_decode(value ? value : "", value ? strlen(value) : 0, 1, &d, NULL))
-        return MHD_YES;
-    const char *v = keep(e->r, d);
-    if (v && (e->rc = e->fn(e->ctx, v)))
-        return MHD_NO;
-    return MHD_YES;
-}
-
-/* Every query parameter must decode (no bad escape, no %00) to valid UTF-8:
- * a value that cannot be read is refused at the door rather than dropped
- * (a dropped filter returns another tenant's items). */
-struct query_check {
-    struct err err; /* the first problem */
-    int rc;
-};
-
-static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                 const char *value)
-{
-    (void)kind;
-    struct query_check *q = cls;
-    const char *what[2] = {key ? key : "", value ? value : ""};
-    for (int i = 0; i < 2; i++) {
-        char *d = NULL;
-        struct err e = {0};
-        int rc = http_pct_decode(what[i], strlen(what[i]), 1, &d, &e);
-        size_t bad = 0;
-        if (!rc && utf8_check((const uint8_t *)d, strlen(d), &bad))
-            rc = err_set(&e, ERR_INVALID_UTF8, "is not valid UTF-8 once decoded (byte %zu)", bad);
-        free(d);
-        if (rc) {
-            /* the key is named only when it is readable itself */
-            if (i == 1 && utf8_valid(key) && strlen(key) <= 64)
-                err_prefix(&e, "query parameter '%s'", key);
-            else
-                err_prefix(&e, "a query parameter %s", i ? "value" : "name");
-            q->err = e;
-            q->rc = rc;
-            return MHD_NO;
-        }
-    }
-    return MHD_YES;
-}
-
-int http__query_each(struct http_req *r, const char *key,
-                     int (*fn)(void *ctx, const char *value), void *ctx)
-{
-    struct each_ctx e = {r, key, fn, ctx, 0};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, each_arg, &e);
-    return e.rc;
-}
-
-json_t *http__json(struct http_req *r, struct err *err)
-{
-    if (r->json)
-        return r->json;
-    if (r->kind != HTTP_BODY_JSON) {
-        err_set(err, ERR_INVALID_ARGUMENT, "the body is not JSON");
-        return NULL;
-    }
-    /* the tree jansson would build is bounded by the route, before it is
-     * built: about 40 bytes a value, a value can be 2 bytes of body */
-    struct http_json_limits lim = http__json_limits(r->s, r->m.route);
-    struct json_shape sh;
-    json_shape_scan((const char *)r->body, r->body_len, lim.values, lim.depth, &sh);
-    if (sh.values > lim.values) {
-        err_set(err, ERR_TOO_LARGE, "the JSON body has over %zu values, the most %s reads",
-                lim.values, http_route_name(r->m.route));
-        return NULL;
-    }
-    if (sh.depth > lim.depth) {
-        err_set(err, ERR_INVALID_ARGUMENT, "the JSON body is nested over %d levels deep",
-                lim.depth);
-        return NULL;
-    }
-    json_error_t je;
-    json_t *j = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!j) {
-        err_set(err, ERR_INVALID_ARGUMENT, "the body is not valid JSON: line %d column %d: %s",
-                je.line, je.column, je.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        err_set(err, ERR_INVALID_ARGUMENT, "the JSON body must be an object");
-        return NULL;
-    }
-    return r->json = j;
-}
-
 /* ---- request lifecycle --------------------------------------------------- */
 
 static void req_free(struct http_req *r)
@@ -475,18 +177,21 @@ static void req_free(struct http_req *r)
     for (int i = 0; i < r->nstrs; i++)
         free(r->strs[i]);
     free(r->strs);
-    reply_reset(&r->reply);
+    http__reply_reset(&r->reply);
     free(r);
+}
+
+/* 1 for routes that open to everyone whatever --api-key-all says. */
+static int open_route(enum http_route rt)
+{
+    return rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH || rt == HTTP_ROUTE_READY ||
+           rt == HTTP_ROUTE_OPENAPI || rt == HTTP_ROUTE_DOCS;
 }
 
 static int needs_model(enum http_route rt)
 {
-    return rt != HTTP_ROUTE_PAGE && rt != HTTP_ROUTE_HEALTH && rt != HTTP_ROUTE_METRICS;
-}
-
-static int takes_body(const struct http_req *r)
-{
-    return r->m.method == HTTP_M_POST || r->m.method == HTTP_M_PUT;
+    return rt != HTTP_ROUTE_PAGE && rt != HTTP_ROUTE_HEALTH && rt != HTTP_ROUTE_METRICS &&
+           rt != HTTP_ROUTE_OPENAPI && rt != HTTP_ROUTE_DOCS;
 }
 
 /* 1 when an API key is configured and the request carries it. */
@@ -510,83 +215,12 @@ static int authorized(struct http_req *r)
         return 1;
     enum http_route rt = r->m.route;
     int write = r->m.method == HTTP_M_PUT || r->m.method == HTTP_M_DELETE;
-    int open = rt == HTTP_ROUTE_PAGE || rt == HTTP_ROUTE_HEALTH;
+    int open = open_route(rt);
     if (!write && (open || !c->api_key_all))
         return 1;
     return presents_key(r);
 }
 
-static enum MHD_Result on_post_part(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *filename, const char *ctype,
-                                    const char *enc, const char *data, uint64_t off,
-                                    size_t size)
-{
-    (void)kind;
-    (void)enc;
-    struct http_req *r = cls;
-    if (r->body_rc)
-        return MHD_YES;
-    struct err e = {0};
-    int rc = http_parts_add(&r->parts, key, filename, ctype, data, off, size, &e);
-    if (rc) {
-        r->body_rc = rc;
-        r->body_err = e;
-    }
-    return MHD_YES;
-}
-
-struct framing {
-    int ncl, nte;       /* Content-Length, Transfer-Encoding headers */
-    const char *cl;     /* the first Content-Length */
-    int cl_differ;      /* another one differs from it */
-    const char *te;     /* the last Transfer-Encoding */
-};
-
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
-{
-    (void)kind;
-    struct framing *f = cls;
-    if (!key || !value)
-        return MHD_YES;
-    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
-        if (!f->ncl++)
-            f->cl = value;
-        else if (strcmp(f->cl, value) != 0)
-            f->cl_differ = 1;
-    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
-        f->nte++;
-        f->te = value;
-    }
-    return MHD_YES;
-}
-
-/* Refuses a request whose body length is ambiguous or cannot be found
- * (design note 7): 400 and Connection: close. Returns 1 when refused. */
-static int refuse_framing(struct http_req *r)
-{
-    struct framing f = {0};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
-    size_t tl = f.te ? strlen(f.te) : 0;
-    while (tl && (f.te[tl - 1] == ' ' || f.te[tl - 1] == '\t'))
-        tl--;
-    if (f.cl_differ)
-        http__reply_errf(r, ERR_INVALID_ARGUMENT,
-                         "%d Content-Length headers with different values: the body's length "
-                         "is ambiguous", f.ncl);
-    else if (f.ncl && f.nte)
-        http__reply_errf(r, ERR_INVALID_ARGUMENT,
-                         "both Content-Length and Transfer-Encoding: the body's length is "
-                         "ambiguous");
-    else if (f.nte > 1 || (f.nte && (tl != 7 || strncasecmp(f.te, "chunked", 7) != 0)))
-        http__reply_errf(r, ERR_INVALID_ARGUMENT,
-                         "Transfer-Encoding '%.60s' is not supported: send the body with "
-                         "Content-Length or Transfer-Encoding: chunked", f.te);
-    else
-        return 0;
-    r->reply.close = 1;
-    return 1;
-}
 
 static int inference_route(enum http_route rt)
 {
@@ -606,7 +240,7 @@ static void limit_rate(struct http_req *r)
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     uint8_t key[HTTP_RATELIMIT_KEY];
     http_ratelimit_key(ci ? ci->client_addr : NULL, key);
-    double wait = http_ratelimit_take(s->rl, key, http__now());
+    double wait = http_ratelimit_take(s->rl, key, mono_now());
     if (wait <= 0)
         return;
     atomic_fetch_add(&s->metrics.rejected_rate, 1);
@@ -630,18 +264,20 @@ static void begin(struct http_req *r, const char *url, const char *method)
         return;
     }
     int rc = http_route_match(method, url, &r->m, &e);
+    if (rc == -ERR_METHOD && http__cors_on(s) && !strcmp(method, "OPTIONS")) {
+        http__cors_preflight(r); /* before the key: browsers send none with it */
+        return;
+    }
     if (rc) {
         if (rc == -ERR_METHOD)
-            memcpy(r->reply.allow, r->m.allow, sizeof r->reply.allow);
+            snprintf(r->reply.allow, sizeof r->reply.allow, "%s", r->m.allow);
         if (rc == -ERR_NOT_FOUND && r->m.route == HTTP_ROUTE_NONE)
             snprintf(e.msg, sizeof e.msg, "no such endpoint: %s %.300s", method, url);
         http__reply_err(r, &e);
         return;
     }
-    struct query_check qc = {.rc = 0};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &qc);
-    if (qc.rc) {
-        http__reply_err(r, &qc.err);
+    if (http__query_check(r, &e)) {
+        http__reply_err(r, &e);
         return;
     }
     if (atomic_load(&s->draining)) {
@@ -663,117 +299,8 @@ static void begin(struct http_req *r, const char *url, const char *method)
             http__reply_errf(r, ERR_UNAVAILABLE, "the model failed to load: %s", s->load_error);
         return;
     }
-    if (!takes_body(r))
-        return;
-    const char *cl = http__header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (!errno && end != cl && n > s->cfg.max_body) {
-            http__reply_errf(r, ERR_TOO_LARGE, "the body of %llu bytes is over the limit of %zu",
-                             n, s->cfg.max_body);
-            return;
-        }
-    }
-    r->kind = http_body_kind_of(http__header(r, MHD_HTTP_HEADER_CONTENT_TYPE));
-    if (r->kind == HTTP_BODY_OTHER) {
-        http__reply_errf(r, ERR_UNSUPPORTED_FORMAT,
-                         "Content-Type %.100s is not accepted: send multipart/form-data, "
-                         "application/json or an image/* body",
-                         http__header(r, MHD_HTTP_HEADER_CONTENT_TYPE));
-        return;
-    }
-    if (r->kind == HTTP_BODY_MULTIPART) {
-        r->parts.max_bytes = s->cfg.max_body;
-        r->parts.max_parts = (size_t)s->cfg.batch_limit + 64;
-        r->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_post_part, r);
-        if (!r->pp)
-            http__reply_errf(r, ERR_INVALID_ARGUMENT,
-                             "multipart/form-data without a boundary parameter");
-    }
-}
-
-/* A chunk of body. Returns 0, or -1 to drop the connection. */
-static int absorb(struct http_req *r, const char *data, size_t n)
-{
-    struct http_server *s = r->s;
-    r->received += n;
-    if (s->cfg.request_timeout_s && http__now() - r->t0 > s->cfg.request_timeout_s) {
-        logf_(s, "cut a request whose body took over %d s", s->cfg.request_timeout_s);
-        return -1;
-    }
-    if (r->received > s->cfg.max_body) {
-        if (!r->body_rc) {
-            r->body_rc = -ERR_TOO_LARGE;
-            err_set(&r->body_err, ERR_TOO_LARGE, "the body is over the limit of %zu bytes",
-                    s->cfg.max_body);
-        }
-        /* drain a modest excess to answer 413; a flood gets the door */
-        return r->received > 4 * s->cfg.max_body + (1u << 20) ? -1 : 0;
-    }
-    if (r->body_rc)
-        return 0;
-    if (r->pp) {
-        if (MHD_post_process(r->pp, data, n) != MHD_YES && !r->body_rc) {
-            r->body_rc = -ERR_INVALID_ARGUMENT;
-            err_set(&r->body_err, ERR_INVALID_ARGUMENT, "malformed multipart/form-data body");
-        }
-        return 0;
-    }
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t nc = r->body_cap ? r->body_cap : 16384;
-        while (nc < r->body_len + n + 1)
-            nc *= 2;
-        if (nc > s->cfg.max_body + 1) /* received <= max_body: never more than that */
-            nc = s->cfg.max_body + 1;
-        uint8_t *b = realloc(r->body, nc);
-        if (!b) {
-            r->body_rc = -ERR_NOMEM;
-            err_set(&r->body_err, ERR_NOMEM, "out of memory for a %zu-byte body",
-                    r->body_len + n);
-            return 0;
-        }
-        r->body = b;
-        r->body_cap = nc;
-    }
-    memcpy(r->body + r->body_len, data, n);
-    r->body_len += n;
-    r->body[r->body_len] = 0;
-    return 0;
-}
-
-static void end_body(struct http_req *r)
-{
-    if (r->pp) {
-        MHD_destroy_post_processor(r->pp);
-        r->pp = NULL;
-    }
-    if (r->body_rc) {
-        http__reply_err(r, &r->body_err);
-        return;
-    }
-    if (takes_body(r) && r->kind == HTTP_BODY_NONE && r->received > 0) {
-        http__reply_errf(r, ERR_UNSUPPORTED_FORMAT,
-                         "a body needs a Content-Type: multipart/form-data, application/json "
-                         "or image/*");
-        return;
-    }
-    /* multipart fields other than images are text: ids, filters, metadata */
-    for (size_t i = 0; i < r->parts.n; i++) {
-        const struct http_part *p = &r->parts.v[i];
-        if (!utf8_valid(p->name)) {
-            http__reply_errf(r, ERR_INVALID_UTF8, "a multipart field name is not valid UTF-8");
-            return;
-        }
-        int image = p->filename || !strcmp(p->name, "image") || !strcmp(p->name, "images") ||
-                    !strcmp(p->name, "file");
-        if (!image && utf8_check(p->data ? p->data : (const uint8_t *)"", p->len, NULL)) {
-            http__reply_errf(r, ERR_INVALID_UTF8, "multipart field '%.60s' is not valid UTF-8",
-                             p->name);
-            return;
-        }
-    }
+    if (http__takes_body(r))
+        http__body_begin(r);
 }
 
 /* Queues r for a worker, or answers 503 when the queue is full. */
@@ -826,13 +353,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         r->s = s;
         r->conn = c;
-        r->t0 = http__now();
+        r->t0 = mono_now();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        http__request_id(r);
         r->reply.fd = -1;
         r->phase = HTTP__PH_BODY;
         *ptr = r;
         atomic_fetch_add(&s->inflight, 1);
         http__guard_phase(c, HTTP__CONN_BODY); /* the head is complete */
-        if (!refuse_framing(r)) {
+        if (!http__refuse_framing(r)) {
             begin(r, url, method);
             if (!r->reply.status)
                 limit_rate(r);
@@ -852,9 +381,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*size) {
         size_t n = *size;
         *size = 0;
-        return absorb(r, data, n) ? MHD_NO : MHD_YES;
+        return http__body_absorb(r, data, n) ? MHD_NO : MHD_YES;
     }
-    end_body(r);
+    http__body_end(r);
     if (r->reply.status)
         return send_reply(r);
     if (http__inline_route(r->m.route)) {
@@ -875,7 +404,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
         return;
     *ptr = NULL;
     if (r->reply.status)
-        http_metrics_request(&s->metrics, r->m.route, r->reply.status, http__now() - r->t0);
+        http_metrics_request(&s->metrics, r->m.route, r->reply.status, mono_now() - r->t0);
+    http__access_log(r);
     size_t received = r->received;
     req_free(r);
     atomic_fetch_sub(&s->inflight, 1);
@@ -1020,13 +550,14 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     s->cfg = *cfg;
     http_config_defaults(&s->cfg);
     s->listen_fd = -1;
-    s->t_start = http__now();
+    s->t_start = mono_now();
     http_metrics_init(&s->metrics);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->upload_mu, NULL);
     atomic_init(&s->state, HTTP__LOADING);
     http__guard_init(s);
+    http__reqlog_init(s);
     json_object_seed(0); /* once, before threads race to do it */
     /* Request bodies and decoded images (64 KB and more) are mmapped, so
      * freeing one returns it to the system at once; a fixed threshold,
@@ -1076,14 +607,14 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
     const struct http_config *c = &s->cfg;
     int keyed = c->api_key && *c->api_key;
     if (!keyed)
-        logf_(s, "warning: no API key: anyone who can reach %s can add and delete items "
+        http__logf(s, "warning: no API key: anyone who can reach %s can add and delete items "
                  "(PUT, DELETE /items; --api-key sets one)", s->url);
     if (!keyed || !c->api_key_all) {
         char lim[120] = "not rate limited";
         if (s->rl)
             snprintf(lim, sizeof lim, "limited to %g requests/s per address, burst %d",
                      c->rate_limit, c->rate_burst);
-        logf_(s, "warning: inference (/extract-features, /search, /classify) and /metrics "
+        http__logf(s, "warning: inference (/extract-features, /search, /classify) and /metrics "
                  "answer without a key%s; inference is %s",
               keyed ? " (--api-key-all closes them)" : "", lim);
     }
@@ -1131,7 +662,50 @@ static int add_root(struct http_server *s, const char *dir, const char *prefix, 
 
 static void precompute_log(void *ctx, const char *msg)
 {
-    logf_(ctx, "%s", msg);
+    http__logf(ctx, "%s", msg);
+}
+
+/* 1 when the store is a database URL, not a file. */
+static int store_is_url(const char *store)
+{
+    return strstr(store, "://") != NULL;
+}
+
+/* The upload folder (--uploads, or STORE.images next to an embedded store:
+ * where uploads always were, so existing stores keep their images), made
+ * if missing and resolved; and the store's folder, which messages hide. */
+static int open_uploads(struct http_server *s, struct err *err)
+{
+    const struct http_config *c = &s->cfg;
+    int rc = 0;
+    char *up = NULL;
+    if (c->uploads && *c->uploads) {
+        up = strdup(c->uploads);
+    } else if (store_is_url(c->store)) {
+        return err_set(err, ERR_INVALID_ARGUMENT,
+                       "a database store needs an upload folder (--uploads DIR)");
+    } else {
+        size_t ul = strlen(c->store) + 8;
+        if ((up = malloc(ul)))
+            snprintf(up, ul, "%s.images", c->store);
+    }
+    if (!up)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    if (!store_is_url(c->store)) {
+        char *sd = strdup(c->store), *slash = sd ? strrchr(sd, '/') : NULL;
+        if (slash)
+            *slash = 0;
+        s->store_dir = sd ? realpath(slash ? (*sd ? sd : "/") : ".", NULL) : NULL;
+        free(sd);
+    }
+    rc = fs_mkdirs(up, err);
+    if (!rc) {
+        s->upload_dir = realpath(up, NULL);
+        if (!s->upload_dir)
+            rc = err_set(err, err_code_of_errno(errno, 0), "%s: %s", up, strerror(errno));
+    }
+    free(up);
+    return rc;
 }
 
 int http_server_load(struct http_server *s, struct err *err)
@@ -1166,27 +740,7 @@ int http_server_load(struct http_server *s, struct err *err)
     struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1};
     if ((rc = store_open(&s->store, c->store, &so, err)))
         goto fail;
-    /* uploaded images live next to the store and are served like a catalog */
-    size_t ul = strlen(c->store) + 8;
-    char *up = malloc(ul);
-    if (!up) {
-        rc = err_set(err, ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    snprintf(up, ul, "%s.images", c->store);
-    char *sd = strdup(c->store), *slash = sd ? strrchr(sd, '/') : NULL;
-    if (slash)
-        *slash = 0;
-    s->store_dir = sd ? realpath(slash ? (*sd ? sd : "/") : ".", NULL) : NULL;
-    free(sd);
-    rc = fs_mkdirs(up, err);
-    if (!rc) {
-        s->upload_dir = realpath(up, NULL);
-        if (!s->upload_dir)
-            rc = err_set(err, err_code_of_errno(errno, 0), "%s: %s", up, strerror(errno));
-    }
-    free(up);
-    if (rc)
+    if ((rc = open_uploads(s, err)))
         goto fail;
     struct pipe_sched_opts bo = {.max_batch = c->max_batch,
                                    .max_wait_us = c->batch_wait_ms * 1000};
@@ -1206,7 +760,7 @@ int http_server_load(struct http_server *s, struct err *err)
     atomic_store(&s->state, HTTP__READY);
     char desc[256];
     clip_model_describe(s->pipe->model, desc, sizeof desc);
-    logf_(s, "model %s (%s) loaded in %.2f s", s->model_id, desc, http__now() - s->t_start);
+    http__logf(s, "model %s (%s) loaded in %.2f s", s->model_id, desc, mono_now() - s->t_start);
     return 0;
 fail:
     snprintf(s->load_error, sizeof s->load_error, "%s", err->msg);
@@ -1237,7 +791,7 @@ static void cancel_queued(struct http_server *s)
         pthread_mutex_unlock(&s->qmu);
     }
     if (n)
-        logf_(s, "shutdown: answered %d queued request%s 503", n, n > 1 ? "s" : "");
+        http__logf(s, "shutdown: answered %d queued request%s 503", n, n > 1 ? "s" : "");
 }
 
 void http_server_shutdown(struct http_server *s, int grace_s)
@@ -1251,11 +805,11 @@ void http_server_shutdown(struct http_server *s, int grace_s)
         if (fd != MHD_INVALID_SOCKET)
             close(fd);
         s->listen_fd = -1;
-        double until = http__now() + grace_s;
-        while (atomic_load(&s->inflight) > 0 && http__now() < until)
+        double until = mono_now() + grace_s;
+        while (atomic_load(&s->inflight) > 0 && mono_now() < until)
             usleep(10000);
         if (atomic_load(&s->inflight) > 0)
-            logf_(s, "shutdown: %d requests still running after %d s: closing them",
+            http__logf(s, "shutdown: %d requests still running after %d s: closing them",
                   atomic_load(&s->inflight), grace_s);
         cancel_queued(s);
         /* suspended requests must come back before the daemon stops: the

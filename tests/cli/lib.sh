@@ -90,9 +90,10 @@ t_code() {
   if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi
 }
 # t_err STATUS CODE: the last h answered STATUS with the one error shape
-# {"error":{"code":CODE,"message":"..."}}
+# {"error":{"code":CODE,"message":"..."}, then string fields such as
+# "detail" and "request_id"}
 t_err() {
-  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}\}$"
+  local re="^\{\"error\":\{\"code\":\"$2\",\"message\":\"([^\"\\\\]|\\\\.)+\"\}(,\"[a-z_]+\":\"([^\"\\\\]|\\\\.)*\")*\}$"
   if [ "$CODE" = "$1" ] && grep -Eq -- "$re" "$OUT"; then ok; else
     bad "wanted $1 $2, got $CODE: $(head -c 300 "$OUT")"; fi
 }
