@@ -536,6 +536,7 @@ export class ImgsearchClient {
       try {
         const r = await this.#attempt(s, method, path, req, signal, attemptTimeoutMs, requestId);
         this.#markUp(s);
+        this.#emit({ type: 'response', url: s.url, method, path, status: r.status, attempt: attempt + 1, requestId });
         return r;
       } catch (e) {
         if (signal.aborted) throw stopped(last ?? e);
