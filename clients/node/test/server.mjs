@@ -70,6 +70,13 @@ export async function requestCount(url, route, status) {
   return line ? Number(line.slice(want.length)) : 0;
 }
 
+/** A metric without labels from GET /metrics (null when absent). */
+export async function metric(url, name) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : null;
+}
+
 /** Kills a server and waits for its exit. */
 export async function stop(srv, sig = 'SIGTERM') {
   if (srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
