@@ -100,7 +100,7 @@ export type SearchQuery = SearchParams &
   (
     | { image: ImageInput; text?: never; vector?: never; id?: never }
     | { text: string; image?: never; vector?: never; id?: never }
-    | { vector: number[]; image?: never; text?: never; id?: never }
+    | { vector: ArrayLike<number>; image?: never; text?: never; id?: never }
     | { id: string; image?: never; text?: never; vector?: never }
   );
 

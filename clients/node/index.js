@@ -242,14 +242,15 @@ export class ImgsearchClient {
       if (query.filter) form.append('filter', JSON.stringify(query.filter));
       return this.#json('POST', '/search', { body: form }, opts);
     }
-    const body = { [modes[0]]: query[modes[0]], ...params };
+    const value = modes[0] === 'vector' ? Array.from(query.vector) : query[modes[0]];
+    const body = { [modes[0]]: value, ...params };
     if (query.filter) body.filter = query.filter;
     return this.#json('POST', '/search', { json: body }, opts);
   }
 
   searchByImage(image, params = {}, opts = {}) { return this.search({ ...params, image }, opts); }
   searchByText(text, params = {}, opts = {}) { return this.search({ ...params, text }, opts); }
-  searchByVector(vector, params = {}, opts = {}) { return this.search({ ...params, vector: Array.from(vector) }, opts); }
+  searchByVector(vector, params = {}, opts = {}) { return this.search({ ...params, vector }, opts); }
   searchById(id, params = {}, opts = {}) { return this.search({ ...params, id }, opts); }
 
   /** PUT /items/{id}: stores (or replaces) an item; async: embed it in the background (202). */

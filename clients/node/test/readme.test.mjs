@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ImgsearchClient } from '../index.js';
-import { tempDir } from './server.mjs';
+import { tempDir } from '../testlib/server.mjs';
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 

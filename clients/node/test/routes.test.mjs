@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ImgsearchClient, ImgsearchError, toBlob } from '../index.js';
-import { startServer, waitReady, requestCount, stop, tempDir, IMAGES } from './server.mjs';
+import { startServer, waitReady, requestCount, stop, tempDir, IMAGES } from '../testlib/server.mjs';
 
 const FRUITS = join(IMAGES, 'fruits.jpg');
 const FISH = join(IMAGES, 'HappyFish.jpg');
@@ -141,6 +141,8 @@ test('search by image, text, vector and id with k, offset, min_score and filter'
   const vec = (await client.features(FISH)).features;
   const byVector = await client.searchByVector(Float32Array.from(vec), { k: 1 });
   assert.equal(byVector.results[0].id, 'fish');
+  const typed = await client.search({ vector: Float32Array.from(vec), k: 1 });
+  assert.equal(typed.results[0].id, 'fish');
   const strict = await client.searchByVector(vec, { k: 3, minScore: 0.999 });
   assert.deepEqual(strict.results.map((r) => r.id), ['fish']);
 
