@@ -15,8 +15,8 @@
 //    fails (connection error, timeout, 503) is marked down and skipped; it
 //    is probed in the background through the readiness route (GET /ready,
 //    or /health's status where /ready is 404) and comes back when ready.
-//    When every server is down the call still tries the one that has been
-//    down the longest, so a restart is found even without probes.
+//    When every server is down the call still tries the one whose last
+//    failure is the oldest, so a restart is found even without probes.
 // 4. Every input is bounded: images (maxImageBytes, streams read up to the
 //    limit) and response bodies (maxResponseBytes).
 import { openAsBlob } from 'node:fs';
@@ -175,6 +175,7 @@ class Server {
     this.url = url;
     this.up = true;
     this.downSince = null;
+    this.failedAt = 0;    // the last failure (the cooldown counts from it)
     this.lastError = null;
     this.retryAt = 0;     // 429/503 Retry-After: not before
     this.hasReady = null; // does it serve /ready (null: not known yet)
@@ -366,13 +367,14 @@ export class ImgsearchClient {
   #pick() {
     const now = Date.now();
     const probing = this.#o.backgroundProbe && !this.#closed;
-    const eligible = (s) => s.up || (!probing && now - s.downSince >= this.#o.cooldownMs);
+    const eligible = (s) => s.up || (!probing && now - s.failedAt >= this.#o.cooldownMs);
     const ready = this.#servers.filter((s) => eligible(s) && s.retryAt <= now);
     if (ready.length) return ready[0];
     const up = this.#servers.filter(eligible);
     if (up.length) return up.reduce((a, b) => (b.retryAt < a.retryAt ? b : a));
-    // all down: the one down the longest
-    return this.#servers.reduce((a, b) => (b.downSince < a.downSince ? b : a));
+    // all down: the one whose last failure is the oldest (so a dead one and
+    // one that was only slow take turns)
+    return this.#servers.reduce((a, b) => (b.failedAt < a.failedAt ? b : a));
   }
 
   #markUp(s) {
@@ -387,6 +389,7 @@ export class ImgsearchClient {
 
   #markDown(s, error, retryAfterMs) {
     s.lastError = error;
+    s.failedAt = Date.now();
     if (retryAfterMs) s.retryAt = Date.now() + retryAfterMs;
     if (s.up) {
       s.up = false;
@@ -415,7 +418,7 @@ export class ImgsearchClient {
     return h;
   }
 
-  // the readiness of one server; never throws
+  // the readiness of one server; throws only when the caller's signal aborts
   async #readiness(s, signal, timeoutMs) {
     const sig = signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
     const headers = this.#headers(null, randomUUID());

@@ -6,7 +6,7 @@
 # retried; a 400 is not; the README's Express example parses), each node
 # test one case here; then `tsc --noEmit` on examples/typed.ts checks the
 # hand-written index.d.ts.
-# Without node (20 or later) the test is skipped [needs tool:node];
+# Without node (20.3 or later) the test is skipped [needs tool:node];
 # typescript comes from npm (clients/node/package-lock.json, installed here
 # when missing) and without it the type check is skipped [needs tool:npm].
 . "$(dirname "$0")/lib.sh"
@@ -18,9 +18,9 @@ if ! command -v node >/dev/null; then
   t_skip tool:node "node is not installed (scripts/install-deps)"
   t_done; exit
 fi
-major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$major" -lt 20 ]; then
-  t_skip tool:node "node $(node --version): the client needs 20 or later"
+ok_node=$(node -p 'const [a, b] = process.versions.node.split(".").map(Number); a > 20 || (a === 20 && b >= 3) ? 1 : 0')
+if [ "$ok_node" != 1 ]; then
+  t_skip tool:node "node $(node --version): the client needs 20.3 or later"
   t_done; exit
 fi
 

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ImgsearchClient, ImgsearchError, toBlob } from '../index.js';
-import { startServer, waitReady, requestCount, stop, tempDir, IMAGES } from '../testlib/server.mjs';
+import { startServer, waitReady, requestCount, requestCountAtLeast, stop, tempDir, IMAGES } from '../testlib/server.mjs';
 
 const FRUITS = join(IMAGES, 'fruits.jpg');
 const FISH = join(IMAGES, 'HappyFish.jpg');
@@ -198,6 +198,8 @@ test('a 400 is never retried', async () => {
   assert.equal(e.code, 'invalid_argument');
   assert.equal(e.attempts, 1);
   assert.equal(events.filter((ev) => ev.type === 'retry').length, 0);
+  assert.equal(await requestCountAtLeast(srv.url, '/search', 400, before + 1), before + 1);
+  await new Promise((r) => setTimeout(r, 300)); // a retry would come at once
   assert.equal(await requestCount(srv.url, '/search', 400), before + 1, 'the server saw the bad request more than once');
   assert.deepEqual(c.servers().map((s) => s.up), [true], 'a 400 marked the server down');
   c.close();

@@ -70,6 +70,20 @@ export async function requestCount(url, route, status) {
   return line ? Number(line.slice(want.length)) : 0;
 }
 
+/**
+ * requestCount once it reaches `atLeast` (the server counts a request after
+ * its reply is sent, so the client can see the reply first); 5 s at most.
+ */
+export async function requestCountAtLeast(url, route, status, atLeast) {
+  const end = Date.now() + 5000;
+  let n = await requestCount(url, route, status);
+  while (n < atLeast && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    n = await requestCount(url, route, status);
+  }
+  return n;
+}
+
 /** A metric without labels from GET /metrics (null when absent). */
 export async function metric(url, name) {
   const text = await (await fetch(`${url}/metrics`)).text();
