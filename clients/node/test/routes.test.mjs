@@ -211,3 +211,10 @@ test('a caller AbortSignal stops a call', async () => {
   await assert.rejects(client.searchByText('x', {}, { signal: ac.signal }), (e) => e instanceof ImgsearchError && e.code === 'aborted');
   assert.deepEqual(client.servers().map((s) => s.up), [true], 'an abort marked the server down');
 });
+
+test('the server stops cleanly after all of it (SIGTERM: exit 0, no sanitizer report)', async () => {
+  srv.kill('SIGTERM');
+  const { code } = await srv.exited;
+  assert.equal(code, 0, srv.log());
+  assert.doesNotMatch(srv.log(), /ERROR: (Address|Leak)Sanitizer|runtime error:/);
+});
