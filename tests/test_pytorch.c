@@ -61,8 +61,11 @@ TEST(variants_match_expected)
             REQUIRE(t->numel == (int64_t)json_array_size(vals));
             float *got = malloc(sizeof(float) * (size_t)(t->numel + 1));
             if (t->dtype == ST_I64)
-                for (int64_t i = 0; i < t->numel; i++)
-                    got[i] = (float)((const int64_t *)t->data)[i];
+                for (int64_t i = 0; i < t->numel; i++) { /* data may be unaligned */
+                    int64_t v;
+                    memcpy(&v, (const uint8_t *)t->data + 8 * i, 8);
+                    got[i] = (float)v;
+                }
             else
                 CHECK(st_to_f32(t, got, &e) == 0);
             for (int64_t i = 0; i < t->numel; i++) {
