@@ -33,7 +33,7 @@
 #include "util/safetensors.h"
 
 #define PT_MAX_FILE (8ull << 30)    /* a checkpoint over 8 GiB is refused */
-#define PT_MAX_OBJECTS (1 << 22)    /* pickle values, memo entries, stack depth */
+#define PT_MAX_OBJECTS (1 << 20)    /* pickle values, memo entries, stack depth */
 #define PT_MAX_TENSORS 65536        /* tensors in one state dict */
 
 /* Reads the checkpoint in buf (size bytes; name is used in messages) into

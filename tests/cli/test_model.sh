@@ -49,6 +49,26 @@ if [ -n "$ID_FIX" ] && [ "$ID_CACHE" = "$ID_FIX" ]; then ok; else bad "ids '$ID_
 t_run 0 "$BIN" embed --model test/tiny --text "a photo of a cat"
 t_grep "$OUT" '"dim": 64'
 
+# the same weights in another folder are the same model for a store
+mkdir -p "$T_TMP/tiny-copy"
+for f in "$MODEL"/*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$T_TMP/tiny-copy/"; done
+t_run 0 "$BIN" index --store "$T_TMP/s.db" --model "$MODEL" "$MODEL/images/fruits.jpg"
+t_run 0 "$BIN" index --store "$T_TMP/s.db" --model "$T_TMP/tiny-copy" "$MODEL/images/coffee.png"
+t_run 0 "$BIN" search --store "$T_TMP/s.db" --model test/tiny --text fruit --json
+t_grep "$OUT" 'fruits.jpg'
+
+# without a _name_or_path, the id is "clip@" + the weights' hash, whatever the folder
+for d in one two; do
+  mkdir -p "$T_TMP/$d"
+  for f in "$MODEL"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$T_TMP/$d/"; done
+  grep -v '"_name_or_path"' "$MODEL/config.json" >"$T_TMP/$d/config.json"
+done
+t_run 0 "$BIN" model info --model "$T_TMP/one"
+ID_ONE=$(grep -o '"id": "[^"]*"' "$OUT")
+t_run 0 "$BIN" model info --model "$T_TMP/two"
+t_grep "$OUT" '"id": "clip@[0-9a-f]{16}"'
+if [ "$(grep -o '"id": "[^"]*"' "$OUT")" = "$ID_ONE" ]; then ok; else bad "ids differ: $ID_ONE"; fi
+
 # a connection cut in the middle of the weights: resumed with Range
 t_run 0 "$BIN" model fetch test/cut --hub "$HUB"
 if cmp -s "$CACHE/test/cut/model.safetensors" "$MODEL/model.safetensors"; then ok; else bad "resumed weights differ"; fi
