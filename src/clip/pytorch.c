@@ -473,6 +473,63 @@ static int literal(struct vm *vm, uint8_t op, const uint8_t *buf, size_t size, s
     return rc;
 }
 
+/* The opcodes that build lists and dicts. Returns 1 when op is not one. */
+static int container(struct vm *vm, uint8_t op)
+{
+    int from = 0, rc = 0;
+    struct val *a, *b, *c;
+    switch (op) {
+        case 'l': case 'd':                             /* LIST, DICT (from mark) */
+            if ((rc = pop_mark(vm, &from)))
+                break;
+            if (!(a = mk(vm, op == 'l' ? V_LIST : V_DICT)))
+                return -vm->err->code;
+            if (op == 'd')
+                rc = setitems(vm, a, from);
+            else {
+                for (int i = from; !rc && i < vm->sp; i++)
+                    rc = add_item(vm, a, vm->stack[i]);
+                vm->sp = from;
+            }
+            if (!rc)
+                rc = push(vm, a);
+            break;
+        case 's':                                       /* SETITEM */
+            if (vm->sp - 3 < (vm->nm ? vm->marks[vm->nm - 1] : 0))
+                return err_set(vm->err, ERR_CORRUPT, "%s: pickle stack underflow", vm->name);
+            rc = setitems(vm, vm->stack[vm->sp - 3], vm->sp - 2);
+            break;
+        case 'u':                                       /* SETITEMS */
+            if ((rc = pop_mark(vm, &from)))
+                break;
+            if (from < 1)
+                return err_set(vm->err, ERR_CORRUPT, "%s: SETITEMS without a dict", vm->name);
+            rc = setitems(vm, vm->stack[from - 1], from);
+            break;
+        case 'a':                                       /* APPEND */
+            if (!(b = pop(vm)) || !(a = pop(vm)))
+                return -ERR_CORRUPT;
+            if (a->k != V_LIST)
+                return err_set(vm->err, ERR_CORRUPT, "%s: APPEND to a %s", vm->name,
+                               kind_name(a->k));
+            if (!(rc = add_item(vm, a, b)))
+                rc = push(vm, a);
+            break;
+        case 'e':                                       /* APPENDS */
+            if ((rc = pop_mark(vm, &from)))
+                break;
+            if (from < 1 || (c = vm->stack[from - 1])->k != V_LIST)
+                return err_set(vm->err, ERR_CORRUPT, "%s: APPENDS without a list", vm->name);
+            for (int i = from; !rc && i < vm->sp; i++)
+                rc = add_item(vm, c, vm->stack[i]);
+            vm->sp = from;
+            break;
+    default:
+        return 1;
+    }
+    return rc;
+}
+
 /* Runs one pickle from *pos; the result is left in *res, *pos moves past
  * STOP. Opcode names as in pickletools. */
 static int vm_run(struct vm *vm, const uint8_t *buf, size_t size, size_t *pos,
@@ -489,13 +546,13 @@ static int vm_run(struct vm *vm, const uint8_t *buf, size_t size, size_t *pos,
         size_t at = p;
         uint8_t op = buf[p++];
         int from = 0;
-        if ((rc = literal(vm, op, buf, size, &p)) != 1) {
+        if ((rc = literal(vm, op, buf, size, &p)) != 1 || (rc = container(vm, op)) != 1) {
             if (rc)
                 return rc;
             continue;
         }
         rc = 0;
-        struct val *a, *b, *c;
+        struct val *a, *b;
         switch (op) {
         case 0x80: NEED(1); p++; break;                 /* PROTO */
         case 0x95: NEED(8); p += 8; break;              /* FRAME */
@@ -524,21 +581,6 @@ static int vm_run(struct vm *vm, const uint8_t *buf, size_t size, size_t *pos,
             if (from < (vm->nm ? vm->marks[vm->nm - 1] : 0))
                 return err_set(vm->err, ERR_CORRUPT, "%s: pickle stack underflow", vm->name);
             rc = tuple_of(vm, from);
-            break;
-        case 'l': case 'd':                             /* LIST, DICT (from mark) */
-            if ((rc = pop_mark(vm, &from)))
-                break;
-            if (!(a = mk(vm, op == 'l' ? V_LIST : V_DICT)))
-                return -vm->err->code;
-            if (op == 'd')
-                rc = setitems(vm, a, from);
-            else {
-                for (int i = from; !rc && i < vm->sp; i++)
-                    rc = add_item(vm, a, vm->stack[i]);
-                vm->sp = from;
-            }
-            if (!rc)
-                rc = push(vm, a);
             break;
         case 'c': {                                     /* GLOBAL "module\nname\n" */
             const uint8_t *m = buf + p, *e1 = memchr(m, '\n', size - p);
@@ -571,36 +613,6 @@ static int vm_run(struct vm *vm, const uint8_t *buf, size_t size, size_t *pos,
             if (!(a = pop(vm)))
                 return -ERR_CORRUPT;
             rc = storage_of(vm, a);
-            break;
-        case 's':                                       /* SETITEM */
-            if (vm->sp - 3 < (vm->nm ? vm->marks[vm->nm - 1] : 0))
-                return err_set(vm->err, ERR_CORRUPT, "%s: pickle stack underflow", vm->name);
-            rc = setitems(vm, vm->stack[vm->sp - 3], vm->sp - 2);
-            break;
-        case 'u':                                       /* SETITEMS */
-            if ((rc = pop_mark(vm, &from)))
-                break;
-            if (from < 1)
-                return err_set(vm->err, ERR_CORRUPT, "%s: SETITEMS without a dict", vm->name);
-            rc = setitems(vm, vm->stack[from - 1], from);
-            break;
-        case 'a':                                       /* APPEND */
-            if (!(b = pop(vm)) || !(a = pop(vm)))
-                return -ERR_CORRUPT;
-            if (a->k != V_LIST)
-                return err_set(vm->err, ERR_CORRUPT, "%s: APPEND to a %s", vm->name,
-                               kind_name(a->k));
-            if (!(rc = add_item(vm, a, b)))
-                rc = push(vm, a);
-            break;
-        case 'e':                                       /* APPENDS */
-            if ((rc = pop_mark(vm, &from)))
-                break;
-            if (from < 1 || (c = vm->stack[from - 1])->k != V_LIST)
-                return err_set(vm->err, ERR_CORRUPT, "%s: APPENDS without a list", vm->name);
-            for (int i = from; !rc && i < vm->sp; i++)
-                rc = add_item(vm, c, vm->stack[i]);
-            vm->sp = from;
             break;
         case '0': rc = pop(vm) ? 0 : -ERR_CORRUPT; break; /* POP */
         case '1': if (!(rc = pop_mark(vm, &from))) vm->sp = from; break; /* POP_MARK */
