@@ -5,6 +5,8 @@
 #   make check      builds and runs every test (BUILD=asan to run them sanitized)
 #   make bench      benchmarks, printing figures
 #   make fuzz-smoke libFuzzer targets for a short time each (clang-14)
+#   make demo       installs, builds, fetches CLIP, indexes example photos, serves
+#                   (MODEL=DIR|REPO, PHOTOS=DIR, LISTEN=HOST:PORT, DEMO_CHECK=1)
 
 BUILD ?= release
 B ?= build/$(BUILD)
@@ -88,6 +90,9 @@ $(B)/fuzz/replay_%: $(B)/fuzz/%.o $(B)/fuzz/replay.o $(B)/libimgsearch.a
 	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
 tests: $(BIN) $(TEST_BINS) $(REPLAY_BINS)
+ifeq ($(BUILD),release)
+tests: imgsearch
+endif
 
 # The Debian packages (idempotent; a no-op when all are present).
 deps:
@@ -129,6 +134,11 @@ fuzz-smoke: $(FUZZ_SRCS:fuzz/%.c=$(F)/%)
 	    grep -E '^Done [0-9]+ runs' $(F)/$$n.log; \
 	  else tail -n 40 $(F)/$$n.log; echo "fuzz-smoke: $$n FAILED"; exit 1; fi; \
 	done
+
+# From a fresh clone to the search page (scripts/demo says what it does).
+demo: deps
+	@$(MAKE) --no-print-directory BUILD=release all
+	@MODEL="$(MODEL)" PHOTOS="$(PHOTOS)" LISTEN="$(LISTEN)" DEMO_CHECK="$(DEMO_CHECK)" scripts/demo
 
 clean:
 	rm -rf build imgsearch

@@ -3,7 +3,8 @@
  * A model is loaded from a Hugging Face style folder (config.json,
  * model.safetensors with CLIPModel names, preprocessor_config.json) or from
  * an OpenAI/open_clip checkpoint (open_clip_model.safetensors, names like
- * visual.transformer.resblocks.N.attn.in_proj_weight). The architecture is
+ * visual.transformer.resblocks.N.attn.in_proj_weight), either as safetensors
+ * or as a PyTorch pytorch_model.bin (clip/pytorch.h). The architecture is
  * read from the tensor shapes (widths, layers, patch, grid, context,
  * projection); heads = width / 64 unless config.json says otherwise, as in
  * OpenAI's build_model. Nothing about ViT-B/32 is hard-coded.
@@ -66,8 +67,11 @@ int clip_has_text(const struct clip_model *m);
 float clip_logit_scale(const struct clip_model *m); /* exp(logit_scale) */
 enum clip_precision clip_model_precision(const struct clip_model *m);
 const struct clip_prep *clip_model_prep(const struct clip_model *m);
-/* "name@hash": the folder name (or config _name_or_path) and a hash of the
- * weights, so a store can tell models apart. Owned by the model. */
+/* "name@hash": config.json's _name_or_path ("clip" without one) and a hash
+ * of the tensors (names, shapes, dtypes, sampled bytes), so a store can
+ * tell models apart; never the folder's name: the same weights copied
+ * elsewhere or converted from pytorch_model.bin keep their id. Owned by the
+ * model. */
 const char *clip_model_id(const struct clip_model *m);
 /* The folder the model was loaded from (tokenizer files live there). */
 const char *clip_model_dir(const struct clip_model *m);

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "clip/pytorch.h"
 #include "util/fsutil.h"
 
 enum scheme { HF, OAI };
@@ -445,20 +446,53 @@ static int load_prep(struct clip_model *m, struct err *err)
     return rc;
 }
 
-/* FNV-1a 64 over the header and samples of the data: enough to tell two
- * checkpoints of the same shapes apart without reading 600 MB. */
+/* FNV-1a 64 over what the weights are, not how the file lays them out: each
+ * tensor's name, dtype, shape and up to four 4 KiB samples of its bytes, in
+ * name order. The same weights in another folder, or converted from a
+ * pytorch_model.bin, hash the same; two checkpoints of the same shapes
+ * differ in their samples. Cheap (at most 16 KiB per tensor is read). */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 static uint64_t weights_hash(const struct st_file *st)
 {
     uint64_t h = 1469598103934665603ull;
-    const size_t chunk = 1 << 16;
-    size_t starts[5] = {0, st->size / 4, st->size / 2, 3 * (st->size / 4),
-                        st->size > chunk ? st->size - chunk : 0};
-    for (int s = 0; s < 5; s++)
-        for (size_t i = starts[s]; i < st->size && i < starts[s] + chunk; i++) {
-            h ^= st->map[i];
-            h *= 1099511628211ull;
+    for (int i = 0; i < st->n; i++) {
+        const struct st_tensor *t = &st->tensors[i];
+        const uint8_t *d = t->data;
+        size_t bytes = (size_t)(t->end - t->begin), chunk = 4096;
+        int32_t dt = (int32_t)t->dtype, nd = t->ndim;
+        h = fnv(h, t->name, strlen(t->name) + 1);
+        h = fnv(h, &dt, sizeof dt);
+        h = fnv(h, &nd, sizeof nd);
+        h = fnv(h, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+        if (bytes <= 4 * chunk) {
+            h = fnv(h, d, bytes);
+            continue;
         }
-    return h ^ st->size;
+        for (int k = 0; k < 4; k++)
+            h = fnv(h, d + (bytes - chunk) / 3 * (size_t)k, chunk);
+    }
+    return h;
+}
+
+/* Opens a weights file by its first bytes: a PyTorch checkpoint (zip or
+ * legacy pickle) is read into memory, anything else is safetensors. */
+static int open_weights(struct st_file **out, const char *path, struct err *err)
+{
+    uint8_t head[16] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f)
+        fclose(f);
+    return pt_sniff(head, n) ? pt_open(out, path, err) : st_open(out, path, err);
 }
 
 int clip_model_load(struct clip_model **out, const char *path,
@@ -493,12 +527,19 @@ int clip_model_load(struct clip_model **out, const char *path,
         if (opts->weights) {
             snprintf(wpath, sizeof wpath, "%s", opts->weights);
         } else {
-            snprintf(wpath, sizeof wpath, "%s/model.safetensors", path);
-            if (!fs_exists(wpath))
-                snprintf(wpath, sizeof wpath, "%s/open_clip_model.safetensors", path);
-            if (!fs_exists(wpath)) {
-                rc = err_set(err, ERR_BAD_PATH, "%s: no model.safetensors or "
-                             "open_clip_model.safetensors in this folder", path);
+            static const char *const names[] = {
+                "model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin",
+                "open_clip_pytorch_model.bin"};
+            size_t k = 0;
+            for (; k < sizeof names / sizeof *names; k++) {
+                snprintf(wpath, sizeof wpath, "%s/%s", path, names[k]);
+                if (fs_exists(wpath))
+                    break;
+            }
+            if (k == sizeof names / sizeof *names) {
+                rc = err_set(err, ERR_BAD_PATH, "%s: no model.safetensors, "
+                             "open_clip_model.safetensors or pytorch_model.bin in this folder",
+                             path);
                 goto fail;
             }
         }
@@ -512,7 +553,7 @@ int clip_model_load(struct clip_model **out, const char *path,
         rc = err_set(err, ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = st_open(&m->st, wpath, err)))
+    if ((rc = open_weights(&m->st, wpath, err)))
         goto fail;
     struct loader ld = {m->st, HF, wpath, err};
     if (st_find(m->st, "visual.conv1.weight"))
@@ -554,11 +595,11 @@ int clip_model_load(struct clip_model **out, const char *path,
     json_t *np = cfg ? json_object_get(cfg, "_name_or_path") : NULL;
     if (json_is_string(np) && json_string_length(np) > 0)
         name = json_string_value(np);
-    char *dcopy = strdup(m->dir);
+    /* identity from the weights: never the folder's name (a copy or a
+     * conversion is the same model for a store) */
     char idbuf[600];
-    snprintf(idbuf, sizeof idbuf, "%s@%016llx", name ? name : (dcopy ? basename(dcopy) : "clip"),
+    snprintf(idbuf, sizeof idbuf, "%s@%016llx", name ? name : "clip",
              (unsigned long long)weights_hash(m->st));
-    free(dcopy);
     m->id = strdup(idbuf);
     if (!m->id) {
         rc = err_set(err, ERR_NOMEM, "out of memory");

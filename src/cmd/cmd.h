@@ -51,7 +51,8 @@ void cmd_json_err(FILE *f, const struct err *err);
 /* Writes "[v0, v1, ...]" with 7 significant digits. */
 void cmd_json_floats(FILE *f, const float *v, int n);
 
-/* The model folder: the option value, else $IMGSEARCH_MODEL, else NULL. */
+/* The model folder: the option value, else $IMGSEARCH_MODEL, else the
+ * default hub repo; a hub repo name resolves through cmd_model_resolve. */
 const char *cmd_model_dir(const char *opt);
 
 /* The store of a command: the --store value, else $IMGSEARCH_STORE, else
@@ -78,5 +79,11 @@ int cmd_term_width(void);
 /* Asks QUESTION on the terminal (stderr, answer from stdin) and returns 1
  * when the answer starts with y or Y. Returns 0 on EOF. */
 int cmd_confirm(const char *question);
+
+/* value is a folder/file (returned as is) or a hub repo name (NULL: the
+ * default repo): its cache folder, fetched first when missing unless
+ * offline (or HF_HUB_OFFLINE=1). NULL after printing why on stderr. The
+ * result may be a static buffer. (src/cmd/model.c) */
+const char *cmd_model_resolve(const char *value, int offline);
 
 #endif

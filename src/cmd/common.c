@@ -119,10 +119,8 @@ void cmd_json_floats(FILE *f, const float *v, int n)
 
 const char *cmd_model_dir(const char *opt)
 {
-    if (opt && *opt)
-        return opt;
     const char *e = getenv("IMGSEARCH_MODEL");
-    return e && *e ? e : NULL;
+    return cmd_model_resolve(opt && *opt ? opt : e && *e ? e : NULL, 0);
 }
 
 static char default_store[4096];

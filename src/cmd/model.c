@@ -1,8 +1,14 @@
 /* model.c - `imgsearch model`: model folder utilities.
+ *   fetch        downloads a hub repo into the cache (hub/hub.h), with a
+ *                progress bar on a terminal
+ *   list         the models in the cache
+ *   path         where --model VALUE resolves to (fetching it if needed)
  *   init-random  writes a Hugging Face style folder of random weights with
  *                the real shapes of a known architecture (speed work without
  *                a download)
  *   info         prints what a folder holds
+ * Also cmd_model_resolve: every command's --model accepts a folder or a
+ * hub repo name (cached: used; not cached: fetched, unless offline).
  */
 #include "cmd/cmd.h"
 
@@ -11,7 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "clip/clip.h"
+#include "hub/hub.h"
 #include "util/fsutil.h"
 #include "util/safetensors.h"
 
@@ -224,9 +236,23 @@ done:
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imgsearch model init-random --like ARCH [--seed S] [--tokenizer-from DIR] DIR\n"
-            "       imgsearch model info --model DIR\n"
+            "usage: imgsearch model fetch [REPO] [--hub URL] [--dir DIR]\n"
+            "       imgsearch model list\n"
+            "       imgsearch model path [--model DIR|REPO] [--offline]\n"
+            "       imgsearch model init-random --like ARCH [--seed S] [--tokenizer-from DIR] DIR\n"
+            "       imgsearch model info --model DIR|REPO\n"
             "\n"
+            "fetch downloads a Hugging Face hub repo (default " HUB_DEFAULT_REPO ")\n"
+            "into $XDG_CACHE_HOME/imgsearch/models/OWNER/NAME (or --dir): the weights\n"
+            "(model.safetensors, open_clip_model.safetensors or pytorch_model.bin, the\n"
+            "last converted once to model.safetensors), config and tokenizer files.\n"
+            "Downloads resume, are checked against the hub's SHA-256 and appear only\n"
+            "when complete. --hub (or HF_ENDPOINT) sets the hub URL; HF_TOKEN is sent\n"
+            "to the hub only, never to the hosts it redirects to.\n"
+            "Every --model accepts such a repo name: a cached one is used, another is\n"
+            "fetched first unless --offline (or HF_HUB_OFFLINE=1); without --model and\n"
+            "IMGSEARCH_MODEL, " HUB_DEFAULT_REPO " is used.\n"
+            "list prints the cached models; path prints the folder --model resolves to.\n"
             "init-random writes a Hugging Face style folder (config.json,\n"
             "preprocessor_config.json, model.safetensors in F16) of random weights with\n"
             "the real shapes of ARCH: vit-b-32, vit-b-16 or vit-l-14. --tokenizer-from\n"
@@ -234,19 +260,161 @@ static void usage(FILE *f)
             "info loads a model and prints its architecture and id.\n");
 }
 
+/* A bar on stderr when it is a terminal, at most 10 times a second. */
+struct bar {
+    int tty;            /* stderr is a terminal */
+    double last;        /* time of the last draw */
+    char file[128];     /* file being drawn */
+};
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void draw(void *ctx, const char *file, uint64_t done, uint64_t total)
+{
+    struct bar *b = ctx;
+    if (!b->tty)
+        return;
+    double t = now_s();
+    int same = !strcmp(b->file, file);
+    if (same && t - b->last < 0.1 && done != total)
+        return;
+    if (!same)
+        fputc('\n', stderr);
+    snprintf(b->file, sizeof b->file, "%s", file);
+    b->last = t;
+    int width = 30, fill = total ? (int)((double)done / (double)total * width) : 0;
+    if (fill > width)
+        fill = width;
+    fprintf(stderr, "\r%-28.28s [%.*s%*s] %7.1f / %.1f MB", file, fill,
+            "##############################", width - fill, "", (double)done / 1048576.0,
+            (double)total / 1048576.0);
+    fflush(stderr);
+}
+
+static int offline_env(void)
+{
+    const char *e = getenv("HF_HUB_OFFLINE");
+    return e && *e && strcmp(e, "0");
+}
+
+/* Fetches repo into dir (NULL: its cache folder); prints the folder. */
+static int do_fetch(const char *repo, const char *hub, const char *dir, int quiet)
+{
+    struct err err = {0};
+    char cdir[4096];
+    if (!dir) {
+        if (hub_cache_dir(repo, cdir, sizeof cdir, &err))
+            return cmd_fail("model", &err);
+        dir = cdir;
+    }
+    struct bar b = {.tty = !quiet && isatty(2)};
+    struct hub_opts o = {.endpoint = hub, .progress = draw, .progress_ctx = &b};
+    const char *w = NULL;
+    int rc = hub_fetch(repo, dir, &o, &w, &err);
+    if (b.file[0])
+        fputc('\n', stderr);
+    if (rc) {
+        cmd_fail("model", &err);
+        return 2; /* 401, 404, offline: what to do is in the message */
+    }
+    if (!quiet) {
+        printf("{\"repo\": ");
+        cmd_json_str(stdout, repo);
+        printf(", \"dir\": ");
+        cmd_json_str(stdout, dir);
+        printf(", \"weights\": ");
+        cmd_json_str(stdout, w);
+        printf("}\n");
+    }
+    return 0;
+}
+
+static int do_list(void)
+{
+    struct err err = {0};
+    char root[4000], p[8192];
+    if (hub_cache_root(root, sizeof root, &err))
+        return cmd_fail("model", &err);
+    DIR *d1 = opendir(root);
+    int n = 0;
+    struct dirent *e1, *e2;
+    while (d1 && (e1 = readdir(d1))) {
+        if (e1->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", root, e1->d_name);
+        DIR *d2 = opendir(p);
+        while (d2 && (e2 = readdir(d2))) {
+            char repo[600], dir[4600];
+            snprintf(repo, sizeof repo, "%s/%s", e1->d_name, e2->d_name);
+            snprintf(dir, sizeof dir, "%s/%s", root, repo);
+            if (e2->d_name[0] == '.' || !hub_repo_valid(repo))
+                continue;
+            int ok = hub_dir_has_weights(dir);
+            snprintf(p, sizeof p, "%s/model.safetensors", dir);
+            struct stat sb;
+            double mb = stat(p, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0;
+            printf("{\"repo\": ");
+            cmd_json_str(stdout, repo);
+            printf(", \"dir\": ");
+            cmd_json_str(stdout, dir);
+            printf(", \"complete\": %s, \"mb\": %.1f}\n", ok ? "true" : "false", mb);
+            n++;
+        }
+        if (d2)
+            closedir(d2);
+    }
+    if (d1)
+        closedir(d1);
+    fprintf(stderr, "%d model%s in %s\n", n, n == 1 ? "" : "s", root);
+    return 0;
+}
+
+const char *cmd_model_resolve(const char *value, int offline)
+{
+    static char dir[4096];
+    struct stat sb;
+    if (value && *value && (stat(value, &sb) == 0 || !hub_repo_valid(value)))
+        return value; /* a folder or file (a missing one is the loader's to report) */
+    const char *repo = value && *value ? value : HUB_DEFAULT_REPO;
+    struct err err = {0};
+    if (hub_cache_dir(repo, dir, sizeof dir, &err)) {
+        cmd_fail("model", &err);
+        return NULL;
+    }
+    if (hub_dir_has_weights(dir))
+        return dir;
+    if (offline || offline_env()) {
+        fprintf(stderr, "imgsearch: model %s is not in the cache (%s) and the hub is off "
+                "(--offline / HF_HUB_OFFLINE); run 'imgsearch model fetch %s' first\n", repo,
+                dir, repo);
+        return NULL;
+    }
+    fprintf(stderr, "imgsearch: fetching model %s into %s\n", repo, dir);
+    return do_fetch(repo, NULL, dir, 1) ? NULL : dir;
+}
+
 static int run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"like", required_argument, 0, 'l'}, {"seed", required_argument, 0, 's'},
         {"tokenizer-from", required_argument, 0, 't'}, {"model", required_argument, 0, 'm'},
-        {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
+        {"hub", required_argument, 0, 'u'},  {"dir", required_argument, 0, 'd'},
+        {"offline", no_argument, 0, 'o'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    const char *sub = argv[1], *like = NULL, *tok = NULL, *model = NULL;
+    const char *sub = argv[1], *like = NULL, *tok = NULL, *model = NULL, *hub = NULL,
+               *dir = NULL;
     long seed = 0;
+    int offline = 0;
     int c;
     optind = 1;
     opterr = 0;
@@ -257,6 +425,9 @@ static int run(int argc, char **argv)
         case 'l': like = optarg; break;
         case 't': tok = optarg; break;
         case 'm': model = optarg; break;
+        case 'u': hub = optarg; break;
+        case 'd': dir = optarg; break;
+        case 'o': offline = 1; break;
         case 's':
             if (cmd_parse_int("model", "--seed", optarg, 0, 0x7fffffffL, &seed))
                 return 2;
@@ -266,6 +437,28 @@ static int run(int argc, char **argv)
         }
     }
     struct err err = {0};
+    if (!strcmp(sub, "fetch")) {
+        if (optind < argc - 1)
+            return cmd_usage_error("model", "fetch takes one repo name");
+        const char *repo = optind < argc ? argv[optind] : HUB_DEFAULT_REPO;
+        if (!hub_repo_valid(repo))
+            return cmd_usage_error("model", "'%s' is not a hub repo name (OWNER/NAME, for "
+                                   "example %s)", repo, HUB_DEFAULT_REPO);
+        return do_fetch(repo, hub, dir, 0);
+    }
+    if (!strcmp(sub, "list")) {
+        if (optind != argc)
+            return cmd_usage_error("model", "list takes no arguments");
+        return do_list();
+    }
+    if (!strcmp(sub, "path")) {
+        const char *v = model ? model : getenv("IMGSEARCH_MODEL");
+        const char *r = cmd_model_resolve(v && *v ? v : NULL, offline);
+        if (!r)
+            return 2;
+        printf("%s\n", r);
+        return 0;
+    }
     if (!strcmp(sub, "init-random")) {
         if (!like)
             return cmd_usage_error("model", "init-random needs --like vit-b-32|vit-b-16|vit-l-14");
@@ -300,7 +493,8 @@ static int run(int argc, char **argv)
         clip_model_free(m);
         return 0;
     }
-    return cmd_usage_error("model", "unknown subcommand '%s' (init-random, info)", sub);
+    return cmd_usage_error("model", "unknown subcommand '%s' (fetch, list, path, init-random, "
+                           "info)", sub);
 }
 
-const struct cmd cmd_model = {"model", "model folders: init-random, info", run};
+const struct cmd cmd_model = {"model", "models: fetch, list, path, init-random, info", run};

@@ -274,6 +274,7 @@ void st_close(struct st_file *f)
         return;
     if (f->mapped)
         munmap((void *)f->map, f->size);
+    free(f->own);
     free_tensors(f->tensors, f->n);
     free(f->path);
     free(f);

@@ -45,6 +45,8 @@ struct st_file {
     const uint8_t *map;       /* whole file (mmap or caller's buffer) */
     size_t size;              /* bytes in map */
     int mapped;               /* 1 when map must be munmap'ed */
+    void *own;                /* heap copy freed by st_close (in-memory
+                               * conversions, clip/pytorch.h), or NULL */
     struct st_tensor *tensors; /* sorted by name */
     int n;                    /* number of tensors */
 };

@@ -190,7 +190,8 @@ t_grep "$OUT" '"ok": true, .*"index_origin": "file"' # the rebuilt index was wri
 OTHER=$T_TMP/other
 mkdir -p "$OTHER"
 for f in "$MODEL"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$OTHER/"; done
-sed 's/^{/{ "_name_or_path": "other",/' "$MODEL/config.json" >"$OTHER/config.json"
+sed 's/"_name_or_path": "tiny-clip"/"_name_or_path": "other"/' "$MODEL/config.json" >"$OTHER/config.json"
+CUR_MODEL=$OTHER
 for k in 1 2 3; do
   "$BIN" reindex --store "$S" --model "$OTHER" --batch 2 >/dev/null 2>&1 &
   pid=$!

@@ -254,7 +254,7 @@ t_lines "$OUT" 0
 OTHER=$T_TMP/other
 mkdir -p "$OTHER"
 for f in "$MODEL"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$OTHER/"; done
-sed 's/^{/{ "_name_or_path": "other",/' "$MODEL/config.json" >"$OTHER/config.json"
+sed 's/"_name_or_path": "tiny-clip"/"_name_or_path": "other"/' "$MODEL/config.json" >"$OTHER/config.json"
 t_run 2 "$BIN" index --store "$S3" --model "$OTHER" "$MODEL/images"
 t_grep "$ERR" "holds embeddings of model 'tiny-clip@[0-9a-f]+' .*not 'other@"
 t_grep "$ERR" 'imgsearch reindex --store'
