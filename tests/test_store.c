@@ -43,7 +43,7 @@ static void remove_db(const char *path)
 
 static struct store *open_store(const char *path, const char *model, int dim, int create)
 {
-    struct store_options o = {model, dim, create, 0, 0, 0};
+    struct store_options o = {.model = model, .dim = dim, .create = create};
     struct store *st = NULL;
     struct err e;
     if (store_open(&st, path, &o, &e)) {
@@ -90,7 +90,7 @@ TEST(create_open_mismatch)
     const char *p = fresh_path("open");
     struct store *st = NULL;
     struct err e;
-    struct store_options o = {"clip-a", DIM, 0, 0, 0, 0};
+    struct store_options o = {.model = "clip-a", .dim = DIM};
     CHECK_INT_EQ(store_open(&st, p, &o, &e), -ERR_NOT_FOUND);
     o.create = 1;
     o.model = NULL;
@@ -793,7 +793,7 @@ TEST(reset_embeddings_switches_model)
     CHECK_INT_EQ(search_ids(st, v4, 2, 0, -1, NULL, 0, got), 1);
     store_close(st, NULL);
     struct store *s2 = NULL;
-    struct store_options o = {"old", DIM, 0, 0, 0, 0};
+    struct store_options o = {.model = "old", .dim = DIM};
     CHECK_INT_EQ(store_open(&s2, p, &o, &e), -ERR_MODEL_MISMATCH);
     st = open_store(p, "new", 4, 0);
     REQUIRE(st);
