@@ -802,9 +802,10 @@ int store_search(struct store *st, const struct store_query *q, struct store_hit
         return rc;
     size_t want = (size_t)q->k + (size_t)q->offset, got = 0;
     struct store_hit *h = NULL;
-    int native = st->ops->search != NULL;
-    rc = native ? st->ops->search(st, q, want, &h, &got, err)
-                : search_local(st, q, want, &h, &got, err);
+    rc = st->ops->search ? st->ops->search(st, q, want, &h, &got, err) : 1;
+    int native = rc != 1;
+    if (!native)
+        rc = search_local(st, q, want, &h, &got, err);
     if (rc) {
         store_hits_free(h, got);
         return rc;

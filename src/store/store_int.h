@@ -80,7 +80,7 @@ struct store_ops {
      * trip; a hit whose row is gone keeps id NULL */
     int (*rows)(struct store *st, struct store_hit *hits, size_t n, struct err *err);
     /* ANN search in the database (want = k + offset best hits, rows
-     * filled); NULL when the local index serves */
+     * filled); NULL, or a return of 1, when the local index serves */
     int (*search)(struct store *st, const struct store_query *q, size_t want,
                   struct store_hit **hits, size_t *n, struct err *err);
     /* which index serves searches */
