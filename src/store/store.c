@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "store/store_int.h"
+#include "store/vec.h"
 #include "util/jsonscan.h"
 #include "util/utf8.h"
 
@@ -792,6 +793,70 @@ static int search_local(struct store *st, const struct store_query *q, size_t wa
     return rc;
 }
 
+#define TIE_EPS 1e-5f /* scores this close are a tie (hnsw.c's rank_final) */
+
+struct ranked {
+    float s;     /* score */
+    int64_t seq; /* item seq (ties: the older first) */
+    size_t i;    /* position in the backend's arrays */
+};
+
+static int cmp_ranked(const void *a, const void *b)
+{
+    const struct ranked *x = a, *y = b;
+    if (x->s != y->s)
+        return x->s > y->s ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Scores and orders a database's candidates h[0 .. *n) (their stored
+ * vectors in vecs) by the local index's rule (hnsw.c, design 11), so every
+ * backend ranks alike: the float dot of the normalised vectors; within a
+ * run of scores TIE_EPS apart, the vectors bit-identical to the query
+ * first; ties to the older item; scores made non-increasing. Keeps the
+ * best want. */
+static int rank_native(struct store *st, const float *q, struct store_hit *h, float *vecs,
+                       size_t *n, size_t want, struct err *err)
+{
+    size_t d = (size_t)st->dim, m = *n;
+    float *qn = malloc(d * sizeof *qn);
+    struct ranked *r = malloc((m ? m : 1) * sizeof *r);
+    struct store_hit *o = malloc((m ? m : 1) * sizeof *o);
+    if (!qn || !r || !o) {
+        free(qn), free(r), free(o);
+        return err_set(err, ERR_NOMEM, "no memory");
+    }
+    memcpy(qn, q, d * sizeof *qn);
+    vec_normalize(qn, d);
+    for (size_t i = 0; i < m; i++) {
+        vec_normalize(vecs + i * d, d);
+        r[i] = (struct ranked){vec_dot(qn, vecs + i * d, d), h[i].seq, i};
+    }
+    qsort(r, m, sizeof *r, cmp_ranked);
+    for (size_t a = 0; a < m;) {
+        size_t b = a + 1;
+        while (b < m && r[b - 1].s - r[b].s <= TIE_EPS)
+            b++;
+        for (size_t i = a, w = a; b - a > 1 && i < b; i++) /* stable: exact copies first */
+            if (!memcmp(vecs + r[i].i * d, qn, d * sizeof *qn)) {
+                struct ranked c = r[i];
+                memmove(r + w + 1, r + w, (i - w) * sizeof *r);
+                r[w++] = c;
+            }
+        a = b;
+    }
+    for (size_t i = 0; i < m; i++) {
+        o[i] = h[r[i].i];
+        o[i].score = i && r[i].s > o[i - 1].score ? o[i - 1].score : r[i].s;
+    }
+    for (size_t i = want; i < m; i++)
+        free(o[i].id), free(o[i].source), free(o[i].metadata);
+    memcpy(h, o, (m < want ? m : want) * sizeof *h);
+    *n = m < want ? m : want;
+    free(qn), free(r), free(o);
+    return 0;
+}
+
 int store_search(struct store *st, const struct store_query *q, struct store_hit **hits,
                  size_t *n, struct err *err)
 {
@@ -802,10 +867,14 @@ int store_search(struct store *st, const struct store_query *q, struct store_hit
         return rc;
     size_t want = (size_t)q->k + (size_t)q->offset, got = 0;
     struct store_hit *h = NULL;
-    rc = st->ops->search ? st->ops->search(st, q, want, &h, &got, err) : 1;
+    float *vecs = NULL;
+    rc = st->ops->search ? st->ops->search(st, q, want, &h, &vecs, &got, err) : 1;
     int native = rc != 1;
     if (!native)
         rc = search_local(st, q, want, &h, &got, err);
+    else if (!rc)
+        rc = rank_native(st, q->vec, h, vecs, &got, want, err);
+    free(vecs);
     if (rc) {
         store_hits_free(h, got);
         return rc;

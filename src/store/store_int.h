@@ -79,10 +79,12 @@ struct store_ops {
     /* id, source and metadata of hits[0..n) by hits[i].seq, in ONE round
      * trip; a hit whose row is gone keeps id NULL */
     int (*rows)(struct store *st, struct store_hit *hits, size_t n, struct err *err);
-    /* ANN search in the database (want = k + offset best hits, rows
-     * filled); NULL, or a return of 1, when the local index serves */
+    /* ANN search in the database: at least the want = k + offset best
+     * candidates with their rows and stored vectors (*vecs, n x dim,
+     * malloc'd), which store.c scores and ranks by the local index's rule;
+     * NULL, or a return of 1, when the local index serves */
     int (*search)(struct store *st, const struct store_query *q, size_t want,
-                  struct store_hit **hits, size_t *n, struct err *err);
+                  struct store_hit **hits, float **vecs, size_t *n, struct err *err);
     /* which index serves searches */
     const char *(*index_kind)(struct store *st);
 };

@@ -1413,24 +1413,26 @@ static void search_settings(struct store *st, const struct store_query *q, size_
 
 /* pgvector: the best want hits with their rows, in one query. */
 static int pg_search(struct store *st, const struct store_query *q, size_t want,
-                     struct store_hit **hits, size_t *n, struct err *err)
+                     struct store_hit **hits, float **vecs, size_t *n, struct err *err)
 {
     if (!BE(st)->vector)
         return 1; /* the local index serves */
     char sql[FILTER_SQL_MAX + 512] =
         "WITH r AS MATERIALIZED (SELECT seq, id, source, metadata::text AS md, "
-        "embedding <=> $1::real[]::vector AS d FROM items WHERE embedding IS NOT NULL";
+        "embedding <=> $1::real[]::vector AS d, embedding::real[] AS v FROM items WHERE embedding IS NOT NULL";
     char *vals[2 + 2 * STORE_FILTERS_MAX] = {0}, lim[24], set[200];
     int lens[2 + 2 * STORE_FILTERS_MAX] = {0}, fmts[2 + 2 * STORE_FILTERS_MAX] = {1};
     int rc = 0;
     vals[0] = vec_param(q->vec, st->dim, &lens[0]);
-    i64s(lim, (int64_t)want);
+    /* a few more than wanted: store.c re-ranks what float rounding in
+     * pgvector may have swapped at the edge */
+    i64s(lim, (int64_t)want + 16);
     vals[1] = lim;
     if (!vals[0] || filter_sql(q->filters, q->n_filters, 3, sql, sizeof sql, vals))
         rc = err_set(err, ERR_NOMEM, "no memory for the query");
     size_t len = strlen(sql);
     snprintf(sql + len, sizeof sql - len, " ORDER BY d LIMIT $2) "
-             "SELECT seq, id, source, md, (1 - d)::real FROM r ORDER BY d, seq");
+             "SELECT seq, id, source, md, v FROM r ORDER BY d, seq");
     search_settings(st, q, want, set, sizeof set);
     struct pconn *c = NULL;
     if (!rc)
@@ -1451,12 +1453,14 @@ static int pg_search(struct store *st, const struct store_query *q, size_t want,
     put_conn(st, c);
     int k = rc ? 0 : PQntuples(r);
     struct store_hit *h = k ? calloc((size_t)k, sizeof *h) : NULL;
-    if (k && !h)
+    float *v = k ? malloc((size_t)k * (size_t)st->dim * sizeof *v) : NULL;
+    if (k && (!h || !v))
         rc = err_set(err, ERR_NOMEM, "no memory");
     for (int i = 0; !rc && i < k; i++) {
-        uint32_t u = be32(PQgetvalue(r, i, 4));
         h[i].seq = col_i64(r, i, 0, 0);
-        memcpy(&h[i].score, &u, 4);
+        if (!vec_col(r, i, 4, st->dim, v + (size_t)i * (size_t)st->dim))
+            rc = err_set(err, ERR_CORRUPT, "%s: item %lld has an unusable embedding", st->name,
+                         (long long)h[i].seq);
         h[i].id = col_str(r, i, 1);
         h[i].source = col_str(r, i, 2);
         h[i].metadata = col_str(r, i, 3);
@@ -1468,6 +1472,7 @@ static int pg_search(struct store *st, const struct store_query *q, size_t want,
     for (int i = 2; i < 2 + 2 * q->n_filters; i++)
         free(vals[i]);
     *hits = h;
+    *vecs = v;
     *n = h ? (size_t)k : 0;
     return rc;
 }
