@@ -1401,10 +1401,48 @@ TEST(fallback_store_converted_to_pgvector)
     remove_db(p);
 }
 
+/* PostgreSQL restarted under an open store (IMGSEARCH_TEST_PG_STOP and
+ * _START are the shell commands, set by tests/cli/test_store_pg.sh): while
+ * it is down calls fail at once with ERR_UNAVAILABLE (HTTP 503), and the
+ * store recovers by itself once it is back; no committed write is lost. */
+TEST(reconnects_after_restart)
+{
+    const char *p = fresh_path("restart");
+    const char *stop = getenv("IMGSEARCH_TEST_PG_STOP"), *start = getenv("IMGSEARCH_TEST_PG_START");
+    if (!pg_url || !stop || !start)
+        return; /* needs a server this test may restart */
+    struct store *st = open_store(p, "m", DIM, 1);
+    REQUIRE(st);
+    float v[DIM];
+    rvec(v);
+    CHECK_INT_EQ(put(st, "before", NULL, NULL, NULL, v), 1);
+    REQUIRE(system(stop) == 0);
+    int64_t n = -1;
+    struct err e;
+    CHECK_INT_EQ(store_count(st, &n, &e), -ERR_UNAVAILABLE);
+    CHECK_INT_EQ(put(st, "down", NULL, NULL, NULL, v), -ERR_UNAVAILABLE);
+    CHECK_STR_CONTAINS(e.msg, "unavailable");
+    REQUIRE(system(start) == 0);
+    int rc = -1;
+    for (int i = 0; i < 100 && rc; i++) { /* the backoff is at most 5 s */
+        rc = store_count(st, &n, &e);
+        if (rc)
+            usleep(100000);
+    }
+    CHECKF(rc == 0, "%s", e.msg);
+    CHECK_INT_EQ(n, 1);
+    CHECK_INT_EQ(put(st, "after", NULL, NULL, NULL, v), 1);
+    int got[4];
+    CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 2);
+    store_close(st, NULL);
+    remove_db(p);
+}
+
 TEST_MAIN(create_open_mismatch, items_put_get_delete_list, search_filters_paging,
           filters_all_apply_in_any_order,
           selective_filter_returns_k, index_file_rebuilt_or_caught_up, batches,
           duplicates_grouped, reset_embeddings_switches_model, concurrent_search_and_writes,
           stale_index_tmp_removed_on_open, duplicate_items_all_found,
           random_batches_keep_every_item_findable, hostile_inputs_refused, put_get_and_counts,
-          sql_injection_attempts_are_data, fallback_store_converted_to_pgvector)
+          sql_injection_attempts_are_data, fallback_store_converted_to_pgvector,
+          reconnects_after_restart)

@@ -1163,7 +1163,9 @@ int http_server_load(struct http_server *s, struct err *err)
         if ((rc = add_root(s, c->catalogs[i], prefix, err)))
             goto fail;
     }
-    struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1};
+    /* PostgreSQL: a connection per worker, plus the precompute worker's */
+    struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1,
+                               .pool = c->threads + 2};
     if ((rc = store_open(&s->store, c->store, &so, err)))
         goto fail;
     /* uploaded images live next to the store and are served like a catalog */

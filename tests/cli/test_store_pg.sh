@@ -24,13 +24,56 @@ suite() {
   echo "test_store against $name: $line"
 }
 
+# pg_cli NAME URL WANT_INDEX: the commands on a PostgreSQL store: migrate,
+# index, search, items, duplicates; the same answers as the embedded store
+pg_cli() {
+  local name=$1 url=$2 want=$3
+  t_run 2 "$BIN" migrate --store "$url"
+  t_grep "$ERR" 'no store in this database'
+  t_run 0 "$BIN" index --store "$url" --model "$MODEL" "$MODEL/images"
+  t_grep "$OUT" '"added": 12, .*"failed": 0'
+  t_run 0 "$BIN" migrate --store "$url"
+  t_grep "$OUT" "\"kind\": \"postgresql\", \"index\": \"$want\""
+  t_run 0 "$BIN" index --store "$T_TMP/$name.db" --model "$MODEL" "$MODEL/images"
+  t_run 0 "$BIN" search --store "$url" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/$name.pg"
+  t_run 0 "$BIN" search --store "$T_TMP/$name.db" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/$name.lite"
+  if cmp -s "$T_TMP/$name.pg" "$T_TMP/$name.lite"; then ok; else
+    bad "$name: search differs from the embedded store: $(diff "$T_TMP/$name.pg" "$T_TMP/$name.lite" | head -n 6)"; fi
+  t_run 0 "$BIN" items --store "$url" count
+  t_grep "$OUT" '"items": 12, "waiting": 0'
+  t_run 0 "$BIN" duplicates --store "$url" --threshold 0.999 --json
+  t_grep "$OUT" 'butterfly_exif6.jpg'
+}
+
 if pg15_start; then
-  suite postgresql-15 "$PG15_URL"
+  suite postgresql-15 "$PG15_URL" IMGSEARCH_TEST_PG_STOP="$PG15_STOP" IMGSEARCH_TEST_PG_START="$PG15_START"
+  psql -q "$PG15_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null 2>&1
+  pg_cli pg15 "$PG15_URL" local-hnsw
+  # while the server is down: exit 1 (503 for HTTP), a message that says so
+  sh -c "$PG15_STOP"
+  t_run 1 "$BIN" items --store "$PG15_URL" count
+  t_grep "$ERR" 'database is unavailable'
 else
   t_skip tool:postgresql "$PG_WHY"
 fi
 if pglite_start; then
   suite pglite-pgvector "$PGLITE_URL" IMGSEARCH_TEST_ONE_SESSION=1
+  psql -q "$PGLITE_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null 2>&1
+  # made without pgvector, then converted by migrate: nothing lost
+  IMGSEARCH_PG_NO_VECTOR=1 pg_cli pglite "$PGLITE_URL" local-hnsw
+  t_run 0 "$BIN" migrate --store "$PGLITE_URL"
+  t_grep "$OUT" '"index": "pgvector-hnsw"'
+  t_run 0 "$BIN" items --store "$PGLITE_URL" count
+  t_grep "$OUT" '"items": 12, "waiting": 0'
+  t_run 0 "$BIN" search --store "$PGLITE_URL" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/conv.pg"
+  if cmp -s "$T_TMP/conv.pg" "$T_TMP/pglite.lite"; then ok; else
+    bad "pgvector search differs from the embedded store: $(diff "$T_TMP/conv.pg" "$T_TMP/pglite.lite" | head -n 6)"; fi
+  t_run 0 "$BIN" migrate --store "$PGLITE_URL" --index ivfflat --lists 2
+  t_grep "$OUT" '"index": "pgvector-ivfflat"'
+  t_run 0 "$BIN" search --store "$PGLITE_URL" --model "$MODEL" --text "fruit" --filter "x=1" -k 3
 else
   t_skip tool:pglite "$PG_WHY"
 fi

@@ -6,6 +6,7 @@
 #   pglite_start PostgreSQL + pgvector compiled to WebAssembly (npm
 #                @electric-sql/pglite-socket + pglite-pgvector, installed
 #                from package-lock.json when missing); sets PGLITE_URL
+#                (PG15_STOP / PG15_START: shell lines that stop and start it)
 #   pg_servers_stop  stops whatever was started (also on EXIT via the trap
 #                the caller sets)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -31,9 +32,12 @@ pg15_start() {
   local port; port=$(pg_free_port)
   as_pg "$PG_BIN/initdb" -D "$PG15_DIR/data" -A trust -U imgsearch -E UTF8 --no-sync \
     >"$PG15_DIR/initdb.log" 2>&1 || { PG_WHY="initdb failed: $(tail -n 2 "$PG15_DIR/initdb.log")"; return 1; }
-  as_pg "$PG_BIN/pg_ctl" -D "$PG15_DIR/data" -l "$PG15_DIR/log" -w -t 60 start \
-    -o "-k $PG15_DIR -c listen_addresses=127.0.0.1 -p $port -c fsync=off -c max_connections=200" \
-    >/dev/null 2>&1 || { PG_WHY="pg_ctl start failed: $(tail -n 3 "$PG15_DIR/log")"; return 1; }
+  # the commands as one shell line each (test_store's restart case runs them)
+  local as=
+  [ "$(id -u)" -ne 0 ] || as="runuser -u nobody --"
+  PG15_START="$as $PG_BIN/pg_ctl -D $PG15_DIR/data -l $PG15_DIR/log -w -t 60 start -o '-k $PG15_DIR -c listen_addresses=127.0.0.1 -p $port -c fsync=off -c max_connections=200' >/dev/null 2>&1"
+  PG15_STOP="$as $PG_BIN/pg_ctl -D $PG15_DIR/data -m fast -w stop >/dev/null 2>&1"
+  sh -c "$PG15_START" || { PG_WHY="pg_ctl start failed: $(tail -n 3 "$PG15_DIR/log")"; return 1; }
   PG15_URL="postgresql://imgsearch@127.0.0.1:$port/postgres"
 }
 
