@@ -136,10 +136,13 @@ void pg__put_conn(struct store *st, struct pconn *c)
 int pg__res_err(struct store *st, struct pconn *c, PGresult *r, const char *what,
                    struct err *err)
 {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *sp = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg);
-    char msg[300];
+    char msg[300], st5[8] = "";
     snprintf(msg, sizeof msg, "%.*s", (int)strcspn(m, "\n"), m);
+    if (sp)
+        snprintf(st5, sizeof st5, "%s", sp);
+    const char *state = sp ? st5 : NULL; /* copied: r is cleared next */
     PQclear(r);
     if (PQstatus(c->pg) != CONNECTION_OK)
         return mark_down(st, c->pg, err);
