@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The store conformance suite (tests/test_store.c) against PostgreSQL:
+# The store conformance suite (tests/test_store.c, test_store_backends.c)
+# against PostgreSQL:
 # Debian's postgresql-15, which has no pgvector (the real[] column and the
 # local index), and pglite-socket with pgvector 0.8 (the vector column and
 # pgvector's HNSW index). The servers are started here on loopback ports
@@ -10,18 +11,23 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/../pg/servers.sh"
 trap 'pg_servers_stop; rm -rf "$T_TMP"' EXIT
-SUITE=$(dirname "$BIN")/tests/test_store
-[ -x "$SUITE" ] || { bad "no $SUITE (make tests)"; t_done; exit; }
+TESTS=$(dirname "$BIN")/tests
+for t in test_store test_store_backends; do
+  [ -x "$TESTS/$t" ] || { bad "no $TESTS/$t (make tests)"; t_done; exit; }
+done
 
-# suite NAME URL [ENV...]: runs every case of test_store against URL
+# suite NAME URL [ENV...]: runs every case of test_store and
+# test_store_backends against URL
 suite() {
-  local name=$1 url=$2; shift 2
-  env "$@" IMGSEARCH_TEST_STORE="$url" "$SUITE" >"$T_TMP/$name.log" 2>&1
-  local rc=$? line
-  line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/$name.log" | tail -n 1)
-  if [ $rc -eq 0 ] && [[ $line == *" 0 failed" ]] && [[ $line != "0 passed"* ]]; then ok
-  else bad "test_store against $name: rc $rc, $line: $(grep -E '^FAIL' "$T_TMP/$name.log" | head -n 5)"; fi
-  echo "test_store against $name: $line"
+  local name=$1 url=$2 t rc line; shift 2
+  for t in test_store test_store_backends; do
+    env "$@" IMGSEARCH_TEST_STORE="$url" "$TESTS/$t" >"$T_TMP/$name.$t.log" 2>&1
+    rc=$?
+    line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/$name.$t.log" | tail -n 1)
+    if [ $rc -eq 0 ] && [[ $line == *" 0 failed" ]] && [[ $line != "0 passed"* ]]; then ok
+    else bad "$t against $name: rc $rc, $line: $(grep -E '^FAIL' "$T_TMP/$name.$t.log" | head -n 5)"; fi
+    echo "$t against $name: $line"
+  done
 }
 
 # pg_cli NAME URL WANT_INDEX: the commands on a PostgreSQL store: migrate,
