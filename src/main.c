@@ -14,6 +14,7 @@ static const struct cmd *const commands[] = {
     &cmd_search,
     &cmd_items,
     &cmd_duplicates,
+    &cmd_migrate,
     &cmd_serve,
     &cmd_tokenize,
 };

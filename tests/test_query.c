@@ -23,7 +23,7 @@ static struct store *fresh_store(const char *name)
 {
     snprintf(path, sizeof path, "/tmp/test_query.%d.%s.db", (int)getpid(), name);
     remove_db();
-    struct store_options o = {"m", DIM, 1, 0, 0, 0};
+    struct store_options o = {.model = "m", .dim = DIM, .create = 1};
     struct store *st = NULL;
     struct err e;
     if (store_open(&st, path, &o, &e)) {

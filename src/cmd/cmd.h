@@ -26,6 +26,7 @@ extern const struct cmd cmd_tokenize;
 extern const struct cmd cmd_classify;
 extern const struct cmd cmd_serve;
 extern const struct cmd cmd_index, cmd_reindex, cmd_search, cmd_items, cmd_duplicates;
+extern const struct cmd cmd_migrate;
 
 /* Prints "imgsearch CMD: message" on stderr and returns the exit code of
  * the error (2 for bad input). */

@@ -171,7 +171,7 @@ int cmd_store_open(struct store **st, const char *path, const struct store_optio
 {
     int is_default = path == default_store;
     struct stat sb;
-    if (!strstr(path, "://") && stat(path, &sb) == 0) {
+    if (!store_is_url(path) && stat(path, &sb) == 0) {
         /* an SQLite database starts with this 16-byte header; an empty file
          * is one SQLite would make a store of */
         static const char magic[16] = "SQLite format 3";

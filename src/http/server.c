@@ -665,12 +665,6 @@ static void precompute_log(void *ctx, const char *msg)
     http__logf(ctx, "%s", msg);
 }
 
-/* 1 when the store is a database URL, not a file. */
-static int store_is_url(const char *store)
-{
-    return strstr(store, "://") != NULL;
-}
-
 /* The upload folder (--uploads, or STORE.images next to an embedded store:
  * where uploads always were, so existing stores keep their images), made
  * if missing and resolved; and the store's folder, which messages hide. */
@@ -737,7 +731,9 @@ int http_server_load(struct http_server *s, struct err *err)
         if ((rc = add_root(s, c->catalogs[i], prefix, err)))
             goto fail;
     }
-    struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1};
+    /* PostgreSQL: a connection per worker, plus the precompute worker's */
+    struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1,
+                               .pool = c->threads + 2};
     if ((rc = store_open(&s->store, c->store, &so, err)))
         goto fail;
     if ((rc = open_uploads(s, err)))

@@ -1,5 +1,4 @@
-/* store.h - the embedded store: items, embeddings and metadata in SQLite,
- * searched through an HNSW index kept in a file next to the database.
+/* store.h - the store: items, embeddings and metadata, and search.
  *
  * An item has a user id, a source (path or URL), the file's sha256, size
  * and mtime (for incremental indexing), a metadata JSON object, and a
@@ -7,24 +6,39 @@
  * (NULL while the item waits for it). The store knows nothing about how
  * embeddings are made.
  *
- * The database is the source of truth. The index (PATH.hnsw) is loaded on
- * the first search (not on open: listing a store does not read it); a
- * missing, corrupt, foreign or stale index file is rebuilt or caught up
- * from the database's changes log, which SQLite triggers fill on every
- * change of an embedding, so even changes made with the sqlite3 shell are
- * seen. store_close (and store_index_sync) write the index file back when
- * it changed.
+ * Backends (store_open's target picks one):
+ *  - a file path: the embedded store, one SQLite database (WAL). An HNSW
+ *    index kept in PATH.hnsw serves searches; the index is loaded on the
+ *    first search (not on open: listing a store does not read it); a
+ *    missing, corrupt, foreign or stale index file is rebuilt or caught up
+ *    from the database's changes log, which SQLite triggers fill on every
+ *    change of an embedding, so even changes made with the sqlite3 shell
+ *    are seen. store_close (and store_index_sync) write the index file
+ *    back when it changed.
+ *  - a postgres:// or postgresql:// URL (libpq's syntax): PostgreSQL.
+ *    With the pgvector extension, embeddings are a vector(D) column and
+ *    pgvector's HNSW or IVFFlat index serves searches (D <= 2,000, the
+ *    largest dimension pgvector indexes; above it the local index serves).
+ *    Without it, embeddings are real[] and each process searches an
+ *    in-memory HNSW index caught up from a changes table that a trigger
+ *    fills: the same mechanism as the embedded store, with no file.
+ *    store_index_kind says which serves. While the server is unreachable
+ *    calls fail at once with ERR_UNAVAILABLE (HTTP 503) and the store
+ *    reconnects by itself, with backoff.
  *
- * Threads: one struct store may be shared by threads. It holds two SQLite
- * connections, one for writes and one for reads, each behind a mutex, and
- * a rwlock around the in-memory index: searches from many threads run
+ * The database is the source of truth.
+ *
+ * Threads: one struct store may be shared by threads. The embedded store
+ * holds two SQLite connections, one for writes and one for reads, each
+ * behind a mutex; PostgreSQL a pool of connections (store_options.pool);
+ * a rwlock guards the in-memory index: searches from many threads run
  * together and see committed data; writes go one at a time. A batch
  * (store_begin .. store_commit) belongs to the thread that began it: its
  * reads see its own uncommitted writes, other threads see none of them,
  * and only one thread may run a batch at a time (others' writes would
  * join it). Searches see a batch's items once it commits. Several
- * processes may open one store (SQLite WAL); each catches its index up
- * from the changes log before searching.
+ * processes may open one store (SQLite WAL, or one PostgreSQL database);
+ * each catches its index up from the changes log before searching.
  */
 #ifndef IMGSEARCH_STORE_H
 #define IMGSEARCH_STORE_H
@@ -39,7 +53,8 @@
 #define STORE_METADATA_MAX 65536  /* bytes of metadata JSON */
 #define STORE_METADATA_DEPTH_MAX 32 /* nesting of metadata JSON (the object is 1) */
 #define STORE_MODEL_MAX 256       /* bytes in a model id */
-#define STORE_DIM_MAX 16384       /* embedding dimension */
+#define STORE_DIM_MAX 16384       /* embedding dimension (the local HNSW index) */
+#define STORE_PGVECTOR_DIM_MAX 2000 /* largest dimension pgvector's indexes take */
 #define STORE_K_MAX 10000         /* k + offset of one search */
 #define STORE_FILTERS_MAX 16      /* filters of one search */
 #define STORE_VEC_MIN_NORM 1e-30  /* smallest L2 norm of a stored or query vector */
@@ -54,9 +69,21 @@ struct store_options {
     int hnsw_m;        /* index M (0: 16) */
     int ef_construction; /* (0: 64) */
     int ef_search;     /* default search width (0: 100) */
+    /* PostgreSQL only */
+    const char *index; /* "hnsw" (NULL: default) or "ivfflat": the pgvector index */
+    int lists;         /* IVFFlat lists (0: 100) */
+    int probes;        /* IVFFlat probes per search (0: 10) */
+    int pool;          /* connections (0: 4) */
+    int no_migrate;    /* do not create or upgrade the schema: an older one is
+                        * ERR_UNSUPPORTED_FORMAT ("run imgsearch migrate") */
+    int no_vector;     /* do not use pgvector even when it is there (tests of
+                        * the fallback; IMGSEARCH_PG_NO_VECTOR=1 too) */
 };
 
-/* Opens (or creates) the store at path. A store made with another model id
+/* Whether target is a PostgreSQL URL (postgres:// or postgresql://). */
+int store_is_url(const char *target);
+
+/* Opens (or creates) the store at path (a file path or a PostgreSQL URL). A store made with another model id
  * or dimension is ERR_MODEL_MISMATCH, naming both (store_reset_embeddings
  * switches models). A database from a newer imgsearch is ERR_UNSUPPORTED_FORMAT;
  * a file that is not a store is ERR_CORRUPT; a missing one without
@@ -80,6 +107,12 @@ int store_reset_embeddings(struct store *st, const char *model, int dim, struct 
 /* The model id and dimension (owned by st). */
 const char *store_model(const struct store *st);
 int store_dim(const struct store *st);
+/* "sqlite" or "postgresql"; the path or URL (its password hidden). */
+const char *store_kind(const struct store *st);
+const char *store_name(const struct store *st);
+/* Which index serves searches: "local-hnsw" (the in-memory HNSW index),
+ * "pgvector-hnsw" or "pgvector-ivfflat" (static strings). */
+const char *store_index_kind(struct store *st);
 
 struct store_item {
     int64_t seq;         /* store's sequence number (the index label); 0 unknown */

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The store conformance suite (tests/test_store.c, test_store_backends.c)
+# against PostgreSQL:
+# Debian's postgresql-15, which has no pgvector (the real[] column and the
+# local index), and pglite-socket with pgvector 0.8 (the vector column and
+# pgvector's HNSW index). The servers are started here on loopback ports
+# and stopped at the end. Also: the fallback schema converted to pgvector
+# by a later open without losing an item, and SQL injection attempts.
+# A server that cannot be had is a skip tagged tool:postgresql /
+# tool:pglite, which tests/run accepts only where IMGSEARCH_ALLOW_SKIP says.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../pg/servers.sh"
+trap 'pg_servers_stop; rm -rf "$T_TMP"' EXIT
+TESTS=$(dirname "$BIN")/tests
+for t in test_store test_store_backends; do
+  [ -x "$TESTS/$t" ] || { bad "no $TESTS/$t (make tests)"; t_done; exit; }
+done
+
+# suite NAME URL [ENV...]: runs every case of test_store and
+# test_store_backends against URL
+suite() {
+  local name=$1 url=$2 t rc line; shift 2
+  for t in test_store test_store_backends; do
+    env "$@" IMGSEARCH_TEST_STORE="$url" "$TESTS/$t" >"$T_TMP/$name.$t.log" 2>&1
+    rc=$?
+    line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/$name.$t.log" | tail -n 1)
+    if [ $rc -eq 0 ] && [[ $line == *" 0 failed" ]] && [[ $line != "0 passed"* ]]; then ok
+    else bad "$t against $name: rc $rc, $line: $(grep -E '^FAIL' "$T_TMP/$name.$t.log" | head -n 5)"; fi
+    echo "$t against $name: $line"
+  done
+}
+
+# pg_cli NAME URL WANT_INDEX: the commands on a PostgreSQL store: migrate,
+# index, search, items, duplicates; the same answers as the embedded store
+pg_cli() {
+  local name=$1 url=$2 want=$3
+  t_run 2 "$BIN" migrate --store "$url"
+  t_grep "$ERR" 'no store in this database'
+  t_run 0 "$BIN" index --store "$url" --model "$MODEL" "$MODEL/images"
+  t_grep "$OUT" '"added": 12, .*"failed": 0'
+  t_run 0 "$BIN" migrate --store "$url"
+  t_grep "$OUT" "\"kind\": \"postgresql\", \"index\": \"$want\""
+  t_run 0 "$BIN" index --store "$T_TMP/$name.db" --model "$MODEL" "$MODEL/images"
+  t_run 0 "$BIN" search --store "$url" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/$name.pg"
+  t_run 0 "$BIN" search --store "$T_TMP/$name.db" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/$name.lite"
+  if cmp -s "$T_TMP/$name.pg" "$T_TMP/$name.lite"; then ok; else
+    bad "$name: search differs from the embedded store: $(diff "$T_TMP/$name.pg" "$T_TMP/$name.lite" | head -n 6)"; fi
+  t_run 0 "$BIN" items --store "$url" count
+  t_grep "$OUT" '"items": 12, "waiting": 0'
+  t_run 0 "$BIN" duplicates --store "$url" --threshold 0.999 --json
+  t_grep "$OUT" 'butterfly_exif6.jpg'
+}
+
+if pg15_start; then
+  suite postgresql-15 "$PG15_URL" IMGSEARCH_TEST_PG_STOP="$PG15_STOP" IMGSEARCH_TEST_PG_START="$PG15_START"
+  psql -q "$PG15_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null 2>&1
+  pg_cli pg15 "$PG15_URL" local-hnsw
+  # while the server is down: exit 1 (503 for HTTP), a message that says so
+  sh -c "$PG15_STOP"
+  t_run 1 "$BIN" items --store "$PG15_URL" count
+  t_grep "$ERR" 'database is unavailable'
+else
+  t_skip tool:postgresql "$PG_WHY"
+fi
+if pglite_start; then
+  suite pglite-pgvector "$PGLITE_URL" IMGSEARCH_TEST_ONE_SESSION=1
+  psql -q "$PGLITE_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null 2>&1
+  # made without pgvector, then converted by migrate: nothing lost
+  IMGSEARCH_PG_NO_VECTOR=1 pg_cli pglite "$PGLITE_URL" local-hnsw
+  t_run 0 "$BIN" migrate --store "$PGLITE_URL"
+  t_grep "$OUT" '"index": "pgvector-hnsw"'
+  t_run 0 "$BIN" items --store "$PGLITE_URL" count
+  t_grep "$OUT" '"items": 12, "waiting": 0'
+  t_run 0 "$BIN" search --store "$PGLITE_URL" --model "$MODEL" --image "$MODEL/images/fruits.jpg" -k 5 --json
+  cut -d, -f1-3 "$OUT" >"$T_TMP/conv.pg"
+  if cmp -s "$T_TMP/conv.pg" "$T_TMP/pglite.lite"; then ok; else
+    bad "pgvector search differs from the embedded store: $(diff "$T_TMP/conv.pg" "$T_TMP/pglite.lite" | head -n 6)"; fi
+  t_run 0 "$BIN" migrate --store "$PGLITE_URL" --index ivfflat --lists 2
+  t_grep "$OUT" '"index": "pgvector-ivfflat"'
+  t_run 0 "$BIN" search --store "$PGLITE_URL" --model "$MODEL" --text "fruit" --filter "x=1" -k 3
+else
+  t_skip tool:pglite "$PG_WHY"
+fi
+t_done
