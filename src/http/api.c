@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "http/base64.h"
+#include "http/thumbs.h"
 #include "util/sha256.h"
 #include "image/image.h"
 #include "util/fsutil.h"
@@ -1255,6 +1256,7 @@ void http__dispatch(struct http_req *r)
             item_get(r);
         break;
     case HTTP_ROUTE_ITEM_IMAGE: item_image(r); break;
+    case HTTP_ROUTE_ITEM_THUMB: http__item_thumb(r); break; /* thumbs.c */
     default: http__reply_errf(r, ERR_NOT_FOUND, "no such endpoint"); break;
     }
     if (!r->reply.status)

@@ -62,6 +62,7 @@ struct http_server {
     struct store *store;            /* the embedded store */
     struct pipe_sched *sched;      /* owns inference: images and texts */
     struct http_precompute *pc;     /* catalog scan + background embedding */
+    struct http_thumbs *thumbs;     /* thumbnail cache, STORE.thumbs (thumbs.c) */
     const char *model_id;           /* owned by pipe */
     char **roots;                   /* resolved folders /items/{id}/image may serve */
     char **prefixes;                /* id prefix per catalog root */
@@ -107,6 +108,7 @@ struct http_reply {
     int challenge;          /* send WWW-Authenticate: Bearer */
     int cache;              /* 1: Cache-Control: max-age=300, else no-store */
     int close;              /* send Connection: close (set after the body) */
+    char etag[72];          /* ETag header, "" none (thumbs.c) */
 };
 
 enum http__phase {

@@ -93,6 +93,10 @@ int http_route_match(const char *method, const char *path, struct http_match *m,
         m->route = HTTP_ROUTE_ITEM_IMAGE;
         n -= nm;
         allowed = HTTP_M_GET | HTTP_M_HEAD;
+    } else if (n > 6 && !strcmp(rest + n - 6, "/thumb")) { /* thumbs.c */
+        m->route = HTTP_ROUTE_ITEM_THUMB;
+        n -= 6;
+        allowed = HTTP_M_GET | HTTP_M_HEAD;
     }
     int rc = method_check(m, allowed, err);
     if (rc)
@@ -129,6 +133,7 @@ const char *http_route_name(enum http_route r)
     case HTTP_ROUTE_ITEMS: return "/items";
     case HTTP_ROUTE_ITEM: return "/items/{id}";
     case HTTP_ROUTE_ITEM_IMAGE: return "/items/{id}/image";
+    case HTTP_ROUTE_ITEM_THUMB: return "/items/{id}/thumb";
     default: return "other";
     }
 }

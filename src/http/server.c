@@ -61,6 +61,7 @@
  * own (issue 10) will bring it under 1,200.
  */
 #include "http/http_int.h"
+#include "http/thumbs.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -303,6 +304,8 @@ static enum MHD_Result send_reply(struct http_req *r)
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (rp->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rp->allow);
+    if (rp->etag[0]) /* thumbs.c */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, rp->etag);
     if (rp->retry_after) {
         char v[16];
         snprintf(v, sizeof v, "%d", rp->retry_after);
@@ -1134,6 +1137,19 @@ static void precompute_log(void *ctx, const char *msg)
     logf_(ctx, "%s", msg);
 }
 
+/* The thumbnail cache next to the store (thumbs.c). */
+static int thumbs_open(struct http_server *s, struct err *err)
+{
+    size_t n = strlen(s->cfg.store) + 8;
+    char *dir = malloc(n);
+    if (!dir)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    snprintf(dir, n, "%s.thumbs", s->cfg.store);
+    int rc = http_thumbs_open(&s->thumbs, dir, HTTP_THUMBS_DEFAULT_BYTES, err);
+    free(dir);
+    return rc;
+}
+
 int http_server_load(struct http_server *s, struct err *err)
 {
     const struct http_config *c = &s->cfg;
@@ -1187,6 +1203,8 @@ int http_server_load(struct http_server *s, struct err *err)
     }
     free(up);
     if (rc)
+        goto fail;
+    if ((rc = thumbs_open(s, err))) /* thumbs.c: STORE.thumbs */
         goto fail;
     struct pipe_sched_opts bo = {.max_batch = c->max_batch,
                                    .max_wait_us = c->batch_wait_ms * 1000};
@@ -1303,6 +1321,7 @@ int http_server_free(struct http_server *s, struct err *err)
     }
     free(s->roots);
     free(s->prefixes);
+    http_thumbs_free(s->thumbs); /* thumbs.c */
     free(s->upload_dir);
     free(s->store_dir);
     free(s->workers);
