@@ -63,6 +63,7 @@ struct http_server {
     struct pipe_sched *sched;      /* owns inference: images and texts */
     struct http_precompute *pc;     /* catalog scan + background embedding */
     struct http_thumbs *thumbs;     /* thumbnail cache, STORE.thumbs (thumbs.c) */
+    struct ingest_watch *watch;     /* catalog sync: rescans the precompute (ingest/watch.c) */
     const char *model_id;           /* owned by pipe */
     char **roots;                   /* resolved folders /items/{id}/image may serve */
     char **prefixes;                /* id prefix per catalog root */

@@ -18,6 +18,10 @@
  *    the next restart instead of being retried forever; a wake with a
  *    lower seq (a replaced item keeps its seq) moves the cursor back.
  * 4. --precompute-pause-ms sleeps after each batch's forward pass.
+ * 5. Catalog sync (http_precompute_rescan, from the watcher): the worker
+ *    runs the scan again between rounds, then ingest_prune; the round
+ *    cursor goes back to 0 only when the rescan added or changed a file,
+ *    so a failed item is retried when a file changed, not on every tick.
  */
 #include "http/precompute.h"
 
@@ -44,6 +48,7 @@ struct http_precompute {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
+    int rescan;           /* the catalog changed: scan again (rule 5) */
     int64_t wake_seq;     /* lowest seq woken for, INT64_MAX: none */
     struct http_precompute_progress pr;
     struct ingest_counts n; /* the engine's counts (worker thread only) */
@@ -120,7 +125,7 @@ static int nap(struct http_precompute *pc, int ms, int until_woken)
     ts.tv_sec += ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&pc->mu);
-    while (!pc->stop && !(until_woken && pc->wake_seq != INT64_MAX)) {
+    while (!pc->stop && !(until_woken && (pc->wake_seq != INT64_MAX || pc->rescan))) {
         if (!until_woken) {
             if (pthread_cond_timedwait(&pc->cv, &pc->mu, &ts) == ETIMEDOUT)
                 break;
@@ -246,7 +251,7 @@ static int register_all(struct http_precompute *pc, struct ingest_jobs *js, stru
 }
 
 /* Walk, plan, register, then hash (and maybe embed) the changed files. */
-static int scan(struct http_precompute *pc, struct err *err)
+static int scan(struct http_precompute *pc, int prune, struct err *err)
 {
     struct ingest_walk w;
     struct ingest_jobs js = {0};
@@ -264,6 +269,11 @@ static int scan(struct http_precompute *pc, struct err *err)
         rc = register_all(pc, &js, err);
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    if (!rc && prune) { /* rule 5: vanished files leave the store */
+        rc = ingest_prune(pc->st, &w, &pn, err);
+        if (pn.removed)
+            logf_(pc, "precompute: %ld items whose files vanished removed", pn.removed);
+    }
     ingest_jobs_free(&js);
     ingest_walk_free(&w);
     pthread_mutex_lock(&pc->mu);
@@ -304,11 +314,30 @@ static void report_scan(struct http_precompute *pc, double secs)
           (long long)p.unchanged);
 }
 
+/* Rule 5: the catalog again, pruned; the cursor back to 0 when a file was
+ * new or changed. */
+static int rescan_(struct http_precompute *pc, int64_t *cursor, struct err *err)
+{
+    struct http_precompute_progress before;
+    http_precompute_progress(pc, &before);
+    set_state(pc, HTTP_PC_SCANNING);
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.unchanged = 0; /* counted again by this scan */
+    pthread_mutex_unlock(&pc->mu);
+    int rc = scan(pc, 1, err);
+    struct http_precompute_progress after;
+    http_precompute_progress(pc, &after);
+    if (after.added != before.added || after.changed != before.changed)
+        *cursor = 0;
+    set_state(pc, HTTP_PC_EMBEDDING);
+    return rc;
+}
+
 /* Embeds waiting items until stopped, sleeping when none are left. */
 static int embed_loop(struct http_precompute *pc, struct err *err)
 {
     int64_t cursor = 0;
-    int reported = 0;
+    int reported = 0, rc_ = 0;
     for (;;) {
         pthread_mutex_lock(&pc->mu);
         if (pc->wake_seq != INT64_MAX) {
@@ -316,10 +345,13 @@ static int embed_loop(struct http_precompute *pc, struct err *err)
                 cursor = pc->wake_seq - 1;
             pc->wake_seq = INT64_MAX;
         }
-        int stop = pc->stop;
+        int stop = pc->stop, rescan = pc->rescan;
+        pc->rescan = 0;
         pthread_mutex_unlock(&pc->mu);
         if (stop)
             return 0;
+        if (rescan && (rc_ = rescan_(pc, &cursor, err)))
+            return rc_ == -ERR_INTERRUPTED ? 0 : rc_;
         int r = round_(pc, &cursor, err);
         if (r == -ERR_INTERRUPTED)
             return 0;
@@ -352,7 +384,7 @@ static void *run(void *arg)
     if (pc->o.nroots) {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        rc = scan(pc, &err);
+        rc = scan(pc, 0, &err);
         if (rc == -ERR_INTERRUPTED)
             return NULL;
         if (rc)
@@ -422,6 +454,16 @@ void http_precompute_wake(struct http_precompute *pc, int64_t seq)
         seq = 1;
     if (seq < pc->wake_seq)
         pc->wake_seq = seq;
+    pthread_cond_broadcast(&pc->cv);
+    pthread_mutex_unlock(&pc->mu);
+}
+
+void http_precompute_rescan(struct http_precompute *pc)
+{
+    if (!pc)
+        return;
+    pthread_mutex_lock(&pc->mu);
+    pc->rescan = 1;
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
 }

@@ -62,6 +62,7 @@
  */
 #include "http/http_int.h"
 #include "http/thumbs.h"
+#include "ingest/watch.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1137,6 +1138,40 @@ static void precompute_log(void *ctx, const char *msg)
     logf_(ctx, "%s", msg);
 }
 
+/* Catalog sync: the watcher asks the precompute for a rescan. */
+static void watch_changed(void *ctx)
+{
+    struct http_server *s = ctx;
+    http_precompute_rescan(s->pc);
+}
+
+static void watch_log(void *ctx, const char *msg)
+{
+    logf_(ctx, "%s", msg);
+}
+
+static int watch_start(struct http_server *s, struct err *err)
+{
+    const struct http_config *c = &s->cfg;
+    if (!s->nroots)
+        return 0;
+    struct ingest_watch_opts wo = {
+        .roots = (const char *const *)s->roots,
+        .nroots = s->nroots,
+        .inotify = !c->no_inotify,
+        .debounce_ms = 300,
+        .rescan_s = c->rescan_interval_s < 0 ? 0 : c->rescan_interval_s ? c->rescan_interval_s : 60,
+        .changed = watch_changed,
+        .log = watch_log,
+        .ctx = s,
+    };
+    int rc = ingest_watch_start(&s->watch, &wo, err);
+    if (!rc)
+        logf_(s, "catalog sync: %d folders watched with inotify, rescan every %d s",
+              ingest_watch_count(s->watch), wo.rescan_s);
+    return rc;
+}
+
 /* The thumbnail cache next to the store (thumbs.c). */
 static int thumbs_open(struct http_server *s, struct err *err)
 {
@@ -1221,6 +1256,8 @@ int http_server_load(struct http_server *s, struct err *err)
     };
     if ((rc = http_precompute_start(&s->pc, s->store, s->pipe, s->sched, &pco, err)))
         goto fail;
+    if ((rc = watch_start(s, err))) /* catalog sync (ingest/watch.c) */
+        goto fail;
     atomic_store(&s->state, HTTP__READY);
     char desc[256];
     clip_model_describe(s->pipe->model, desc, sizeof desc);
@@ -1297,6 +1334,8 @@ void http_server_shutdown(struct http_server *s, int grace_s)
     for (int i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i], NULL);
     s->nworkers = 0;
+    ingest_watch_stop(s->watch); /* before the precompute it calls */
+    s->watch = NULL;
     http_precompute_stop(s->pc);
     s->pc = NULL;
     pipe_sched_free(s->sched);
