@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "http/base64.h"
+#include "http/failed.h"
 #include "http/thumbs.h"
 #include "util/sha256.h"
 #include "image/image.h"
@@ -881,8 +882,11 @@ static void items_list(struct http_req *r)
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, item_json(&items[i], 0, s->pipe->dim));
+    for (size_t i = 0; i < n; i++) {
+        json_t *ij = item_json(&items[i], 0, s->pipe->dim);
+        http__failed_annotate(s, ij); /* failed.c */
+        json_array_append_new(arr, ij);
+    }
     store_items_free(items, n);
     json_t *j = json_object();
     json_object_set_new(j, "items", arr);
@@ -908,7 +912,9 @@ static void item_get(struct http_req *r)
         return;
     }
     int emb = http_parse_bool(http__query(r, "embedding")) == 1;
-    http__reply_json(r, 200, item_json(&it, emb, s->pipe->dim));
+    json_t *ij = item_json(&it, emb, s->pipe->dim);
+    http__failed_annotate(s, ij); /* failed.c */
+    http__reply_json(r, 200, ij);
     store_item_clear(&it);
 }
 
@@ -1182,6 +1188,8 @@ static void health(struct http_req *r)
                                                   str_json(base ? base + 1 : s->cfg.store)));
         json_object_set_new(j, "items", json_integer(items));
         json_object_set_new(j, "waiting", json_integer(waiting));
+        json_object_set_new(j, "failed", /* failed.c: of the waiting items */
+                            json_integer(http_failed_count(http_precompute_failed(s->pc))));
         struct pipe_sched_stats bs;
         pipe_sched_stats(s->sched, &bs);
         json_object_set_new(j, "batcher", json_pack("{s:i,s:i,s:i,s:I,s:I}", "max_batch",
@@ -1221,6 +1229,7 @@ static void metrics(struct http_req *r)
         http_precompute_progress(s->pc, &p);
         x.precompute_embedded = p.embedded;
         x.precompute_failed = p.failed;
+        x.items_failed = http_failed_count(http_precompute_failed(s->pc)); /* failed.c */
     }
     size_t n = 0;
     char *text = http_metrics_render(&s->metrics, &x, &n);

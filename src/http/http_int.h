@@ -186,6 +186,10 @@ int http__inline_route(enum http_route r);
 /* Runs the handler of r->m.route; always leaves a reply in r->reply. */
 void http__dispatch(struct http_req *r);
 
+/* ---- failed.c ---- */
+/* Adds "state": "failed" and "error" to an item's JSON when it failed. */
+void http__failed_annotate(struct http_server *s, json_t *item);
+
 /* ---- page.c ---- */
 extern const char http__page[];
 extern const size_t http__page_len;

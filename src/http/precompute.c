@@ -18,6 +18,10 @@
  *    the next restart instead of being retried forever; a wake with a
  *    lower seq (a replaced item keeps its seq) moves the cursor back.
  * 4. --precompute-pause-ms sleeps after each batch's forward pass.
+ * 6. Failed items (failed.h): every failed job is recorded with its
+ *    reason and its file's size and mtime; a round skips the waiting items
+ *    whose file has not changed since, so nothing is retried forever and
+ *    the worker goes idle when only failed items wait.
  * 5. Catalog sync (http_precompute_rescan, from the watcher): the worker
  *    runs the scan again between rounds, then ingest_prune; the round
  *    cursor goes back to 0 only when the rescan added or changed a file,
@@ -34,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "http/failed.h"
 #include "ingest/ingest.h"
 
 #define SCAN_TX 256        /* registrations per transaction */
@@ -53,6 +58,9 @@ struct http_precompute {
     struct http_precompute_progress pr;
     struct ingest_counts n; /* the engine's counts (worker thread only) */
     struct ingest_hooks h;  /* the worker's hooks into the engine */
+    struct http_failed *failed; /* items that failed, with reasons (rule 6) */
+    char **caught;          /* this run's failure messages (worker thread) */
+    size_t ncaught, capcaught;
 };
 
 const char *http_precompute_state_name(enum http_precompute_state s)
@@ -95,6 +103,16 @@ static void on_fail(void *ctx, const char *msg)
     pc->pr.failed++;
     snprintf(pc->pr.last_error, sizeof pc->pr.last_error, "%.500s", msg);
     pthread_mutex_unlock(&pc->mu);
+    if (pc->ncaught == pc->capcaught) { /* rule 6: matched to jobs after the run */
+        size_t nc = pc->capcaught ? 2 * pc->capcaught : 16;
+        char **v = realloc(pc->caught, nc * sizeof *v);
+        if (v) {
+            pc->caught = v;
+            pc->capcaught = nc;
+        }
+    }
+    if (pc->ncaught < pc->capcaught && (pc->caught[pc->ncaught] = strdup(msg)))
+        pc->ncaught++;
     logf_(pc, "precompute: %s", msg);
 }
 
@@ -159,6 +177,44 @@ static struct ingest_run_opts run_opts(const struct http_precompute *pc)
 {
     int d = pc->o.decoders ? pc->o.decoders : (ingest_default_decoders() + 1) / 2;
     return (struct ingest_run_opts){.batch = pc->o.batch, .decoders = d};
+}
+
+/* Rule 6: failed jobs recorded with their reasons, embedded ones forgotten. */
+static void note_outcomes(struct http_precompute *pc, const struct ingest_jobs *js)
+{
+    for (size_t i = 0; i < js->n; i++) {
+        const struct ingest_job *j = &js->v[i];
+        if (j->outcome == INGEST_EMBEDDED || j->outcome == INGEST_SAME) {
+            http_failed_clear(pc->failed, j->id);
+            continue;
+        }
+        if (j->outcome != INGEST_FAILED && j->outcome != INGEST_NOT_IMAGE)
+            continue;
+        const char *reason = "could not be embedded";
+        size_t pl = j->path ? strlen(j->path) : 0;
+        for (size_t k = 0; k < pc->ncaught; k++)
+            if (pl && !strncmp(pc->caught[k], j->path, pl) && pc->caught[k][pl] == ':') {
+                reason = pc->caught[k] + pl + 1 + (pc->caught[k][pl + 1] == ' ');
+                break;
+            }
+        http_failed_set(pc->failed, j->id, j->path, reason);
+    }
+    for (size_t k = 0; k < pc->ncaught; k++)
+        free(pc->caught[k]);
+    pc->ncaught = 0;
+}
+
+/* Rule 6: leaves out the waiting items that failed on the same file. */
+static void skip_failed(struct http_precompute *pc, struct ingest_jobs *js)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < js->n; i++) {
+        if (http_failed_unchanged(pc->failed, js->v[i].id))
+            ingest_job_clear(&js->v[i]);
+        else
+            js->v[keep++] = js->v[i];
+    }
+    js->n = keep;
 }
 
 /* ---- the scan ------------------------------------------------------------ */
@@ -269,6 +325,7 @@ static int scan(struct http_precompute *pc, int prune, struct err *err)
         rc = register_all(pc, &js, err);
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    note_outcomes(pc, &js);
     if (!rc && prune) { /* rule 5: vanished files leave the store */
         rc = ingest_prune(pc->st, &w, &pn, err);
         if (pn.removed)
@@ -296,8 +353,10 @@ static int round_(struct http_precompute *pc, int64_t *cursor, struct err *err)
     size_t limit = (size_t)pc->o.batch * ROUND_BATCHES;
     int rc = ingest_waiting(pc->st, *cursor, limit, &pc->h, &pc->n, &js, &last, err);
     int looked = (int)js.n + (int)(pc->n.failed - failed0);
+    skip_failed(pc, &js);
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    note_outcomes(pc, &js);
     on_progress(pc, NULL);
     ingest_jobs_free(&js);
     *cursor = last;
@@ -325,6 +384,7 @@ static int rescan_(struct http_precompute *pc, int64_t *cursor, struct err *err)
     pc->pr.unchanged = 0; /* counted again by this scan */
     pthread_mutex_unlock(&pc->mu);
     int rc = scan(pc, 1, err);
+    http_failed_prune(pc->failed); /* files gone: no longer failed */
     struct http_precompute_progress after;
     http_precompute_progress(pc, &after);
     if (after.added != before.added || after.changed != before.changed)
@@ -431,11 +491,17 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
     pc->o = *o;
     pc->wake_seq = INT64_MAX;
     pc->pr.state = o->nroots ? HTTP_PC_SCANNING : HTTP_PC_EMBEDDING;
+    int frc = http_failed_new(&pc->failed, err);
+    if (frc) {
+        free(pc);
+        return frc;
+    }
     pc->h = (struct ingest_hooks){.fail = on_fail, .progress = on_progress, .stop = on_stop,
                                   .embed = on_embed, .ctx = pc};
     pthread_mutex_init(&pc->mu, NULL);
     pthread_cond_init(&pc->cv, NULL);
     if (pthread_create(&pc->th, NULL, run, pc) != 0) {
+        http_failed_free(pc->failed);
         pthread_mutex_destroy(&pc->mu);
         pthread_cond_destroy(&pc->cv);
         free(pc);
@@ -456,6 +522,11 @@ void http_precompute_wake(struct http_precompute *pc, int64_t seq)
         pc->wake_seq = seq;
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
+}
+
+struct http_failed *http_precompute_failed(struct http_precompute *pc)
+{
+    return pc ? pc->failed : NULL;
 }
 
 void http_precompute_rescan(struct http_precompute *pc)
@@ -484,6 +555,10 @@ void http_precompute_stop(struct http_precompute *pc)
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
     pthread_join(pc->th, NULL);
+    for (size_t k = 0; k < pc->ncaught; k++)
+        free(pc->caught[k]);
+    free(pc->caught);
+    http_failed_free(pc->failed);
     pthread_mutex_destroy(&pc->mu);
     pthread_cond_destroy(&pc->cv);
     free(pc);

@@ -80,6 +80,11 @@ void http_precompute_progress(struct http_precompute *pc, struct http_precompute
  * rescan found a new or changed file. */
 void http_precompute_rescan(struct http_precompute *pc);
 
+/* The items that could not be embedded, with their reasons (failed.h):
+ * owned by pc, valid until http_precompute_stop. An item stays failed, and
+ * is not tried again, until its file changes. */
+struct http_failed *http_precompute_failed(struct http_precompute *pc);
+
 /* Finishes the round in progress, stops the thread and frees pc (NULL: no-op). */
 void http_precompute_stop(struct http_precompute *pc);
 

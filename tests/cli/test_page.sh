@@ -37,6 +37,7 @@ cp "$MODEL"/images/* "$CAT"/
 MK="python3 $ROOT/tests/http/mkimg.py"
 $MK 5640 3172 1 | cjpeg -quality 90 >"$CAT/wall.jpg"     # a wallpaper, ~9 MB
 $MK 400 1000 2 | cjpeg -quality 90 >"$CAT/portrait.jpg"
+head -c 3000 "$MODEL/images/butterfly.jpg" >"$CAT/zz-broken.jpg"   # fails: a truncated JPEG
 for i in $(seq 10 21); do $MK 640 480 "$i" | cjpeg -quality 90 >"$CAT/photo$i.jpg"; done
 serve_start page --store "$T_TMP/store.db" --model "$MODEL" --catalog "$CAT" --rate-limit 0
 if serve_ready; then ok; else bad "the server did not get ready: $(tail -n 5 "$SLOG")"; fi

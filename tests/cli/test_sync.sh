@@ -68,10 +68,29 @@ one_run() {
   wait_for "$name: a corrupt file is counted failed" health_has '"failed":[1-9]'
   wait_for "$name: the worker is idle after the failure" health_has '"state":"idle"'
   if item_embedded broken.jpg; then bad "$name: a corrupt file has an embedding"; else ok; fi
+  curl -s "$URL/items/broken.jpg" >"$OUT"
+  t_grep "$OUT" '"state":"failed"'
+  t_grep "$OUT" '"error":"[^"]*(decode|truncated|corrupt|JPEG)'
+  t_nogrep "$OUT" "\"error\":\"[^\"]*$T_TMP"
+  curl -s "$URL/health" >"$OUT"
+  t_grep "$OUT" '"waiting":1,"failed":1'
+  curl -s "$URL/metrics" >"$OUT"
+  t_grep "$OUT" '^imgsearch_items_failed 1$'
+  # not tried again while the file stays as it is (a rescan or two later)
+  local before after
+  before=$(grep -o '"failed":[0-9]*,"last_error"' <(curl -s "$URL/health"))
+  touch "$cat/unrelated.txt"; sleep 2.5
+  after=$(grep -o '"failed":[0-9]*,"last_error"' <(curl -s "$URL/health"))
+  if [ -n "$before" ] && [ "$before" = "$after" ]; then ok; else
+    bad "$name: an unchanged failed file was tried again ($before -> $after)"; fi
   # replaced by a good image: searchable
   cp "$IMG/butterfly.jpg" "$cat/broken.jpg.tmp" && mv "$cat/broken.jpg.tmp" "$cat/broken.jpg"
   wait_for "$name: a repaired file is embedded" item_embedded broken.jpg
   wait_for "$name: a repaired file is found" top_is "$IMG/butterfly.jpg" broken.jpg
+  curl -s "$URL/items/broken.jpg" >"$OUT"
+  t_nogrep "$OUT" '"state":"failed"'
+  curl -s "$URL/health" >"$OUT"
+  t_grep "$OUT" '"waiting":0,"failed":0'
   serve_stop
   if [ "$RC" = 0 ]; then ok; else bad "$name: the server exited $RC"; fi
 }

@@ -68,9 +68,16 @@ async function textSearch(page, text) {
 try {
   // ---- browse: the landing view lists the catalog, page by page ----
   const page = await open(url + "/");
+  let healthCalls = 0;
+  page.on("request", (r) => { if (r.url() === origin + "/health") healthCalls++; });
   await wait(page.waitForSelector("#results .card", { timeout: 15000 }));
   await wait(page.waitForFunction(() => !document.querySelector("#pager").hidden, null, { timeout: 5000 }));
   const total = await page.evaluate(async () => (await (await fetch("/items?limit=1")).json()).total);
+  // a failed file: counted in the status line, and no polling for it
+  await wait(page.waitForFunction(() => /1 failed/.test(document.querySelector("#status").textContent), null, { timeout: 5000 }));
+  check(/1 failed/.test(await page.$eval("#status", (s) => s.textContent)), "the status line counts the failed file: " + await page.$eval("#status", (s) => s.textContent));
+  await page.waitForTimeout(3500);
+  check(healthCalls === 0, `the page polled /health ${healthCalls} times with nothing left to embed`);
   let c = await cards(page);
   check(c.length === Math.min(24, total), `the landing view lists ${c.length} of ${total} items`);
   check(/Catalog: items 1.24 of \d+/.test(await page.$eval("#msg", (m) => m.textContent)),
@@ -96,7 +103,7 @@ try {
   await page.click("#browse");
   await wait(page.waitForFunction((n) => document.querySelectorAll("#results .card").length === n, Math.min(48, total), { timeout: 10000 }));
   await wait(page.waitForFunction(thumbsLoaded, null, { timeout: 20000 }));
-  const cells = await page.$$eval("#results .card", (cs) => cs.map((c) => {
+  const cells = await page.$$eval("#results .card", (cs) => cs.filter((c) => c.querySelector("img")).map((c) => {
     const t = c.querySelector(".thumb").getBoundingClientRect();
     const img = c.querySelector("img");
     const r = img ? img.getBoundingClientRect() : t;
@@ -112,6 +119,8 @@ try {
   check(cells.every((x) => /thumb\?size=128 128w/.test(x.srcset) && /size=512 512w/.test(x.srcset)), "every image has a srcset of thumbnails");
   check(cells.every((x) => /\/thumb\?size=\d+$/.test(x.src)), "the grid loads thumbnails, never originals");
   await page.screenshot({ path: shots + "/grid.png", fullPage: true });
+  const brokenText = await page.$eval('#results .card[data-id="zz-broken.jpg"]', (c) => c.textContent).catch(() => "");
+  check(/failed: .*(decode|truncated|corrupt|JPEG)/i.test(brokenText), "the failed file's card says why: " + brokenText);
 
   // ---- keyboard: Tab reaches a card, its focus is visible, Enter opens ----
   await page.focus("#browse");
