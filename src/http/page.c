@@ -37,6 +37,7 @@ const char http__page[] =
     "<style>\n"
     ":root{--bg:#f5f6f8;--fg:#1c2230;--mut:#5c6475;--acc:#2457d6;--card:#fff;--bd:#dfe3ea;--bad:#b42318;--focus:#f59e0b}\n"
     "*{box-sizing:border-box}\n"
+    "[hidden]{display:none!important}\n"
     "body{margin:0;font:15px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Helvetica Neue\",Arial,sans-serif;background:var(--bg);color:var(--fg)}\n"
     "header{display:flex;align-items:center;gap:14px;padding:12px 24px;background:#fff;border-bottom:1px solid var(--bd);flex-wrap:wrap}\n"
     "header h1{font-size:20px;margin:0;letter-spacing:-.01em}\n"

@@ -89,7 +89,7 @@ static int list(struct http_thumbs *t, struct entry **out, size_t *n, struct err
             *out = v;
         }
         struct entry *e = &(*out)[(*n)++];
-        snprintf(e->name, sizeof e->name, "%s", de->d_name);
+        memcpy(e->name, de->d_name, HTTP_THUMBS_KEY_LEN + 5); /* is_key_file: 68 + NUL */
         e->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
         e->size = (uint64_t)sb.st_size;
     }

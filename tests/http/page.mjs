@@ -212,6 +212,7 @@ try {
   const fc = await cards(page);
   check(fb && fb.results.length === 2 && fb.results.every((h) => h.metadata.color === "red"), "the filter keeps the red items: " + JSON.stringify(fb && fb.results.map((h) => h.id)));
   check(fc.length === 2 && fc.every((x) => /^red-/.test(x.id)), "the grid shows the filtered results");
+  check(!(await page.isVisible("#pager")), "search results have no catalog pager");
   check(/with color=red/.test(await page.$eval("#msg", (m) => m.textContent)), "the header line names the filter");
   await page.screenshot({ path: shots + "/filter.png", fullPage: true });
   await page.fill("#filter", "nonsense");
@@ -257,6 +258,7 @@ try {
   const et = await ep.$eval("#empty", (e) => (e.hidden ? "" : e.textContent));
   check(/--catalog/.test(et) && /imgsearch index/.test(et) && /PUT/.test(et), "the empty state tells how to add images: " + et.slice(0, 80));
   check((await cards(ep)).length === 0, "no cards in an empty store");
+  check(!(await ep.isVisible("#pager")), "no pager in an empty store");
   await ep.screenshot({ path: shots + "/empty.png", fullPage: true });
   await ep.close();
 
