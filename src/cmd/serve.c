@@ -75,6 +75,9 @@ static void usage(FILE *f)
             "  --max-pixels N          refuse images over N pixels (default 50000000)\n"
             "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
             "  --precompute-pause-ms N sleep between background batches (default 0)\n"
+            "  --rescan-interval N     walk the catalog again every N s, a backstop for what\n"
+            "                          inotify misses (default 60; 0: never)\n"
+            "  --no-inotify            do not watch the catalog: only the periodic rescan\n"
             "  --load-delay-ms N       wait before loading the model (for tests)\n"
             "  --cors-origin ORIGIN    let browser pages from ORIGIN (https://shop.example)\n"
             "                          call the API; repeatable; '*' lets any origin read\n"
@@ -95,6 +98,7 @@ enum {
     O_BATCH_LIMIT, O_BODY, O_THREADS, O_POLL, O_MAXCONN, O_TIMEOUT, O_REQ_TIMEOUT, O_QUEUE,
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
     O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS, O_ACCESS_LOG, O_CORS,
+    O_RESCAN, O_NO_INOTIFY, /* catalog sync (ingest/watch.c) */
 };
 
 static const struct option opts[] = {
@@ -129,6 +133,8 @@ static const struct option opts[] = {
     {"uploads", required_argument, 0, O_UPLOADS},
     {"access-log", required_argument, 0, O_ACCESS_LOG},
     {"cors-origin", required_argument, 0, O_CORS},
+    {"rescan-interval", required_argument, 0, O_RESCAN},
+    {"no-inotify", no_argument, 0, O_NO_INOTIFY},
     {0, 0, 0, 0},
 };
 
@@ -247,6 +253,7 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_KEY: c->api_key = v; break;
     case O_KEY_ALL:
     case O_FULL:
+    case O_NO_INOTIFY:
     case O_QUIET: {
         int b = 1;
         if (from_env) {
@@ -259,6 +266,8 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
             c->api_key_all = b;
         else if (id == O_FULL)
             c->pipe.full_decode = b;
+        else if (id == O_NO_INOTIFY)
+            c->no_inotify = b;
         else
             o->quiet = b;
         break;
@@ -292,6 +301,7 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
         break;
     case O_MAXPX: INT(1, 1000000000L); c->pipe.max_pixels = (uint64_t)n; break;
     case O_PAUSE: INT(0, 600000); c->precompute_pause_ms = (int)n; break;
+    case O_RESCAN: INT(0, 86400); c->rescan_interval_s = n ? (int)n : -1; break;
     case O_DELAY: INT(0, 600000); c->load_delay_ms = (int)n; break;
     default: return 2;
     }

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "http/failed.h"
 #include "image/image.h"
 #include "util/fsutil.h"
 #include "util/jsonscan.h"
@@ -78,8 +79,11 @@ void http__api_items_list(struct http_req *r)
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, item_json(&items[i], 0, s->pipe->dim));
+    for (size_t i = 0; i < n; i++) {
+        json_t *ij = item_json(&items[i], 0, s->pipe->dim);
+        http__failed_annotate(s, ij); /* failed.c */
+        json_array_append_new(arr, ij);
+    }
     store_items_free(items, n);
     json_t *j = json_object();
     json_object_set_new(j, "items", arr);
@@ -105,7 +109,9 @@ void http__api_item_get(struct http_req *r)
         return;
     }
     int emb = http_parse_bool(http__query(r, "embedding")) == 1;
-    http__reply_json(r, 200, item_json(&it, emb, s->pipe->dim));
+    json_t *ij = item_json(&it, emb, s->pipe->dim);
+    http__failed_annotate(s, ij); /* failed.c */
+    http__reply_json(r, 200, ij);
     store_item_clear(&it);
 }
 

@@ -71,6 +71,8 @@ struct http_server {
     struct store *store;            /* the embedded store */
     struct pipe_sched *sched;      /* owns inference: images and texts */
     struct http_precompute *pc;     /* catalog scan + background embedding */
+    struct http_thumbs *thumbs;     /* thumbnail cache, STORE.thumbs (thumbs.c) */
+    struct ingest_watch *watch;     /* catalog sync: rescans the precompute (ingest/watch.c) */
     const char *model_id;           /* owned by pipe */
     char **roots;                   /* resolved folders /items/{id}/image may serve */
     char **prefixes;                /* id prefix per catalog root */
@@ -122,6 +124,7 @@ struct http_reply {
     int close;              /* send Connection: close (set after the body) */
     char cors_origin[256];  /* an allowed preflight: its Allow-Origin */
     char cors_methods[64];  /* and Allow-Methods; "" otherwise */
+    char etag[72];          /* ETag header, "" none (thumbs.c) */
 };
 
 enum http__phase {
@@ -294,6 +297,10 @@ void http__api_metrics(struct http_req *r);        /* GET /metrics */
 void http__api_page(struct http_req *r);           /* GET / */
 void http__api_openapi(struct http_req *r);        /* GET /openapi.json */
 void http__api_docs(struct http_req *r);           /* GET /docs */
+
+/* ---- failed.c ---- */
+/* Adds "state": "failed" and "error" to an item's JSON when it failed. */
+void http__failed_annotate(struct http_server *s, json_t *item);
 
 /* ---- page.c ---- */
 extern const char http__page[];

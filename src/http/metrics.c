@@ -243,8 +243,11 @@ char *http_metrics_render(struct http_metrics *m, const struct http_metrics_extr
                 "imgsearch_items %lld\n"
                 "# HELP imgsearch_items_waiting Items waiting for an embedding.\n"
                 "# TYPE imgsearch_items_waiting gauge\n"
-                "imgsearch_items_waiting %lld\n",
-                (long long)x->items, (long long)x->waiting);
+                "imgsearch_items_waiting %lld\n"
+                "# HELP imgsearch_items_failed Waiting items that failed, until their file changes.\n"
+                "# TYPE imgsearch_items_failed gauge\n"
+                "imgsearch_items_failed %lld\n",
+                (long long)x->items, (long long)x->waiting, (long long)x->items_failed);
     fprintf(f,
             "# HELP imgsearch_precompute_embedded_total Items embedded by the background precompute.\n"
             "# TYPE imgsearch_precompute_embedded_total counter\n"

@@ -43,6 +43,7 @@ struct http_metrics_extra {
     int queue_depth;                  /* images waiting for the scheduler */
     int work_queue;                   /* requests waiting for a worker */
     int64_t precompute_embedded, precompute_failed; /* start-up precompute */
+    int64_t items_failed;                           /* failed now, until their file changes (failed.c) */
     int loading;                      /* 1 while the model loads */
     double uptime_s;
     const char *version, *model, *precision; /* build info labels ("" unknown) */

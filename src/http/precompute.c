@@ -18,6 +18,14 @@
  *    the next restart instead of being retried forever; a wake with a
  *    lower seq (a replaced item keeps its seq) moves the cursor back.
  * 4. --precompute-pause-ms sleeps after each batch's forward pass.
+ * 6. Failed items (failed.h): every failed job is recorded with its
+ *    reason and its file's size and mtime; a round skips the waiting items
+ *    whose file has not changed since, so nothing is retried forever and
+ *    the worker goes idle when only failed items wait.
+ * 5. Catalog sync (http_precompute_rescan, from the watcher): the worker
+ *    runs the scan again between rounds, then ingest_prune; the round
+ *    cursor goes back to 0 only when the rescan added or changed a file,
+ *    so a failed item is retried when a file changed, not on every tick.
  */
 #include "http/precompute.h"
 #include "util/clock.h"
@@ -31,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "http/failed.h"
 #include "ingest/ingest.h"
 
 #define SCAN_TX 256        /* registrations per transaction */
@@ -45,10 +54,14 @@ struct http_precompute {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
+    int rescan;           /* the catalog changed: scan again (rule 5) */
     int64_t wake_seq;     /* lowest seq woken for, INT64_MAX: none */
     struct http_precompute_progress pr;
     struct ingest_counts n; /* the engine's counts (worker thread only) */
     struct ingest_hooks h;  /* the worker's hooks into the engine */
+    struct http_failed *failed; /* items that failed, with reasons (rule 6) */
+    char **caught;          /* this run's failure messages (worker thread) */
+    size_t ncaught, capcaught;
 };
 
 const char *http_precompute_state_name(enum http_precompute_state s)
@@ -91,6 +104,16 @@ static void on_fail(void *ctx, const char *msg)
     pc->pr.failed++;
     snprintf(pc->pr.last_error, sizeof pc->pr.last_error, "%.500s", msg);
     pthread_mutex_unlock(&pc->mu);
+    if (pc->ncaught == pc->capcaught) { /* rule 6: matched to jobs after the run */
+        size_t nc = pc->capcaught ? 2 * pc->capcaught : 16;
+        char **v = realloc(pc->caught, nc * sizeof *v);
+        if (v) {
+            pc->caught = v;
+            pc->capcaught = nc;
+        }
+    }
+    if (pc->ncaught < pc->capcaught && (pc->caught[pc->ncaught] = strdup(msg)))
+        pc->ncaught++;
     logf_(pc, "precompute: %s", msg);
 }
 
@@ -121,7 +144,7 @@ static int nap(struct http_precompute *pc, int ms, int until_woken)
     ts.tv_sec += ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&pc->mu);
-    while (!pc->stop && !(until_woken && pc->wake_seq != INT64_MAX)) {
+    while (!pc->stop && !(until_woken && (pc->wake_seq != INT64_MAX || pc->rescan))) {
         if (!until_woken) {
             if (pthread_cond_timedwait(&pc->cv, &pc->mu, &ts) == ETIMEDOUT)
                 break;
@@ -155,6 +178,44 @@ static struct ingest_run_opts run_opts(const struct http_precompute *pc)
 {
     int d = pc->o.decoders ? pc->o.decoders : (ingest_default_decoders() + 1) / 2;
     return (struct ingest_run_opts){.batch = pc->o.batch, .decoders = d};
+}
+
+/* Rule 6: failed jobs recorded with their reasons, embedded ones forgotten. */
+static void note_outcomes(struct http_precompute *pc, const struct ingest_jobs *js)
+{
+    for (size_t i = 0; i < js->n; i++) {
+        const struct ingest_job *j = &js->v[i];
+        if (j->outcome == INGEST_EMBEDDED || j->outcome == INGEST_SAME) {
+            http_failed_clear(pc->failed, j->id);
+            continue;
+        }
+        if (j->outcome != INGEST_FAILED && j->outcome != INGEST_NOT_IMAGE)
+            continue;
+        const char *reason = "could not be embedded";
+        size_t pl = j->path ? strlen(j->path) : 0;
+        for (size_t k = 0; k < pc->ncaught; k++)
+            if (pl && !strncmp(pc->caught[k], j->path, pl) && pc->caught[k][pl] == ':') {
+                reason = pc->caught[k] + pl + 1 + (pc->caught[k][pl + 1] == ' ');
+                break;
+            }
+        http_failed_set(pc->failed, j->id, j->path, reason);
+    }
+    for (size_t k = 0; k < pc->ncaught; k++)
+        free(pc->caught[k]);
+    pc->ncaught = 0;
+}
+
+/* Rule 6: leaves out the waiting items that failed on the same file. */
+static void skip_failed(struct http_precompute *pc, struct ingest_jobs *js)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < js->n; i++) {
+        if (http_failed_unchanged(pc->failed, js->v[i].id))
+            ingest_job_clear(&js->v[i]);
+        else
+            js->v[keep++] = js->v[i];
+    }
+    js->n = keep;
 }
 
 /* ---- the scan ------------------------------------------------------------ */
@@ -247,7 +308,7 @@ static int register_all(struct http_precompute *pc, struct ingest_jobs *js, stru
 }
 
 /* Walk, plan, register, then hash (and maybe embed) the changed files. */
-static int scan(struct http_precompute *pc, struct err *err)
+static int scan(struct http_precompute *pc, int prune, struct err *err)
 {
     struct ingest_walk w;
     struct ingest_jobs js = {0};
@@ -265,6 +326,12 @@ static int scan(struct http_precompute *pc, struct err *err)
         rc = register_all(pc, &js, err);
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    note_outcomes(pc, &js);
+    if (!rc && prune) { /* rule 5: vanished files leave the store */
+        rc = ingest_prune(pc->st, &w, &pn, err);
+        if (pn.removed)
+            logf_(pc, "precompute: %ld items whose files vanished removed", pn.removed);
+    }
     ingest_jobs_free(&js);
     ingest_walk_free(&w);
     pthread_mutex_lock(&pc->mu);
@@ -287,8 +354,10 @@ static int round_(struct http_precompute *pc, int64_t *cursor, struct err *err)
     size_t limit = (size_t)pc->o.batch * ROUND_BATCHES;
     int rc = ingest_waiting(pc->st, *cursor, limit, &pc->h, &pc->n, &js, &last, err);
     int looked = (int)js.n + (int)(pc->n.failed - failed0);
+    skip_failed(pc, &js);
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
+    note_outcomes(pc, &js);
     on_progress(pc, NULL);
     ingest_jobs_free(&js);
     *cursor = last;
@@ -305,11 +374,31 @@ static void report_scan(struct http_precompute *pc, double secs)
           (long long)p.unchanged);
 }
 
+/* Rule 5: the catalog again, pruned; the cursor back to 0 when a file was
+ * new or changed. */
+static int rescan_(struct http_precompute *pc, int64_t *cursor, struct err *err)
+{
+    struct http_precompute_progress before;
+    http_precompute_progress(pc, &before);
+    set_state(pc, HTTP_PC_SCANNING);
+    pthread_mutex_lock(&pc->mu);
+    pc->pr.unchanged = 0; /* counted again by this scan */
+    pthread_mutex_unlock(&pc->mu);
+    int rc = scan(pc, 1, err);
+    http_failed_prune(pc->failed); /* files gone: no longer failed */
+    struct http_precompute_progress after;
+    http_precompute_progress(pc, &after);
+    if (after.added != before.added || after.changed != before.changed)
+        *cursor = 0;
+    set_state(pc, HTTP_PC_EMBEDDING);
+    return rc;
+}
+
 /* Embeds waiting items until stopped, sleeping when none are left. */
 static int embed_loop(struct http_precompute *pc, struct err *err)
 {
     int64_t cursor = 0;
-    int reported = 0;
+    int reported = 0, rc_ = 0;
     for (;;) {
         pthread_mutex_lock(&pc->mu);
         if (pc->wake_seq != INT64_MAX) {
@@ -317,10 +406,13 @@ static int embed_loop(struct http_precompute *pc, struct err *err)
                 cursor = pc->wake_seq - 1;
             pc->wake_seq = INT64_MAX;
         }
-        int stop = pc->stop;
+        int stop = pc->stop, rescan = pc->rescan;
+        pc->rescan = 0;
         pthread_mutex_unlock(&pc->mu);
         if (stop)
             return 0;
+        if (rescan && (rc_ = rescan_(pc, &cursor, err)))
+            return rc_ == -ERR_INTERRUPTED ? 0 : rc_;
         int r = round_(pc, &cursor, err);
         if (r == -ERR_INTERRUPTED)
             return 0;
@@ -352,7 +444,7 @@ static void *run(void *arg)
     int rc = 0;
     if (pc->o.nroots) {
         double t0 = mono_now();
-        rc = scan(pc, &err);
+        rc = scan(pc, 0, &err);
         if (rc == -ERR_INTERRUPTED)
             return NULL;
         if (rc)
@@ -398,11 +490,17 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
     pc->o = *o;
     pc->wake_seq = INT64_MAX;
     pc->pr.state = o->nroots ? HTTP_PC_SCANNING : HTTP_PC_EMBEDDING;
+    int frc = http_failed_new(&pc->failed, err);
+    if (frc) {
+        free(pc);
+        return frc;
+    }
     pc->h = (struct ingest_hooks){.fail = on_fail, .progress = on_progress, .stop = on_stop,
                                   .embed = on_embed, .ctx = pc};
     pthread_mutex_init(&pc->mu, NULL);
     pthread_cond_init(&pc->cv, NULL);
     if (pthread_create(&pc->th, NULL, run, pc) != 0) {
+        http_failed_free(pc->failed);
         pthread_mutex_destroy(&pc->mu);
         pthread_cond_destroy(&pc->cv);
         free(pc);
@@ -425,6 +523,21 @@ void http_precompute_wake(struct http_precompute *pc, int64_t seq)
     pthread_mutex_unlock(&pc->mu);
 }
 
+struct http_failed *http_precompute_failed(struct http_precompute *pc)
+{
+    return pc ? pc->failed : NULL;
+}
+
+void http_precompute_rescan(struct http_precompute *pc)
+{
+    if (!pc)
+        return;
+    pthread_mutex_lock(&pc->mu);
+    pc->rescan = 1;
+    pthread_cond_broadcast(&pc->cv);
+    pthread_mutex_unlock(&pc->mu);
+}
+
 void http_precompute_progress(struct http_precompute *pc, struct http_precompute_progress *out)
 {
     pthread_mutex_lock(&pc->mu);
@@ -441,6 +554,10 @@ void http_precompute_stop(struct http_precompute *pc)
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
     pthread_join(pc->th, NULL);
+    for (size_t k = 0; k < pc->ncaught; k++)
+        free(pc->caught[k]);
+    free(pc->caught);
+    http_failed_free(pc->failed);
     pthread_mutex_destroy(&pc->mu);
     pthread_cond_destroy(&pc->cv);
     free(pc);

@@ -73,6 +73,18 @@ void http_precompute_wake(struct http_precompute *pc, int64_t seq);
 
 void http_precompute_progress(struct http_precompute *pc, struct http_precompute_progress *out);
 
+/* The catalog changed (the watcher, src/ingest/watch.h): the worker walks
+ * the roots again at its next turn, through the same walk, plan and
+ * engine as the start-up scan, and also removes the items whose files
+ * vanished (ingest_prune). Items that failed are retried only when a
+ * rescan found a new or changed file. */
+void http_precompute_rescan(struct http_precompute *pc);
+
+/* The items that could not be embedded, with their reasons (failed.h):
+ * owned by pc, valid until http_precompute_stop. An item stays failed, and
+ * is not tried again, until its file changes. */
+struct http_failed *http_precompute_failed(struct http_precompute *pc);
+
 /* Finishes the round in progress, stops the thread and frees pc (NULL: no-op). */
 void http_precompute_stop(struct http_precompute *pc);
 

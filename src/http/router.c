@@ -11,6 +11,7 @@
  */
 #include "http/router.h"
 #include "http/http_int.h"
+#include "http/thumbs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,10 @@ int http_route_match(const char *method, const char *path, struct http_match *m,
         m->route = HTTP_ROUTE_ITEM_IMAGE;
         n -= nm;
         allowed = HTTP_M_GET | HTTP_M_HEAD;
+    } else if (n > 6 && !strcmp(rest + n - 6, "/thumb")) { /* thumbs.c */
+        m->route = HTTP_ROUTE_ITEM_THUMB;
+        n -= 6;
+        allowed = HTTP_M_GET | HTTP_M_HEAD;
     }
     int rc = method_check(m, allowed, err);
     if (rc)
@@ -139,6 +144,7 @@ const char *http_route_name(enum http_route r)
     case HTTP_ROUTE_ITEMS: return "/items";
     case HTTP_ROUTE_ITEM: return "/items/{id}";
     case HTTP_ROUTE_ITEM_IMAGE: return "/items/{id}/image";
+    case HTTP_ROUTE_ITEM_THUMB: return "/items/{id}/thumb";
     default: return "other";
     }
 }
@@ -213,6 +219,7 @@ void http__dispatch(struct http_req *r)
             http__api_item_get(r);
         break;
     case HTTP_ROUTE_ITEM_IMAGE: http__api_item_image(r); break;
+    case HTTP_ROUTE_ITEM_THUMB: http__item_thumb(r); break; /* thumbs.c */
     default: http__reply_errf(r, ERR_NOT_FOUND, "no such endpoint"); break;
     }
     if (!r->reply.status)

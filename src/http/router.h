@@ -26,6 +26,7 @@ enum http_route {
     HTTP_ROUTE_ITEMS,          /* GET /items */
     HTTP_ROUTE_ITEM,           /* GET, PUT, DELETE /items/{id} */
     HTTP_ROUTE_ITEM_IMAGE,     /* GET /items/{id}/image */
+    HTTP_ROUTE_ITEM_THUMB,     /* GET /items/{id}/thumb?size=N (thumbs.c) */
     HTTP_ROUTE_COUNT_
 };
 

@@ -54,6 +54,8 @@
  *
  */
 #include "http/http_int.h"
+#include "http/thumbs.h"
+#include "ingest/watch.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -145,6 +147,8 @@ static enum MHD_Result send_reply(struct http_req *r)
     http__cors_headers(r, resp);
     if (rp->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rp->allow);
+    if (rp->etag[0]) /* thumbs.c */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, rp->etag);
     if (rp->retry_after) {
         char v[16];
         snprintf(v, sizeof v, "%d", rp->retry_after);
@@ -702,6 +706,56 @@ static int open_uploads(struct http_server *s, struct err *err)
     return rc;
 }
 
+/* Catalog sync: the watcher asks the precompute for a rescan. */
+static void watch_changed(void *ctx)
+{
+    struct http_server *s = ctx;
+    http_precompute_rescan(s->pc);
+}
+
+static void watch_log(void *ctx, const char *msg)
+{
+    http__logf(ctx, "%s", msg);
+}
+
+static int watch_start(struct http_server *s, struct err *err)
+{
+    const struct http_config *c = &s->cfg;
+    if (!s->nroots)
+        return 0;
+    struct ingest_watch_opts wo = {
+        .roots = (const char *const *)s->roots,
+        .nroots = s->nroots,
+        .inotify = !c->no_inotify,
+        .debounce_ms = 300,
+        .rescan_s = c->rescan_interval_s < 0 ? 0 : c->rescan_interval_s ? c->rescan_interval_s : 60,
+        .changed = watch_changed,
+        .log = watch_log,
+        .ctx = s,
+    };
+    int rc = ingest_watch_start(&s->watch, &wo, err);
+    if (!rc)
+        http__logf(s, "catalog sync: %d folders watched with inotify, rescan every %d s",
+              ingest_watch_count(s->watch), wo.rescan_s);
+    return rc;
+}
+
+/* The thumbnail cache (thumbs.c): STORE.thumbs next to an embedded store;
+ * a database store has no folder of its own, so UPLOADS/.thumbs. */
+static int thumbs_open(struct http_server *s, struct err *err)
+{
+    int url = store_is_url(s->cfg.store);
+    const char *base = url ? s->upload_dir : s->cfg.store;
+    size_t n = strlen(base) + 9;
+    char *dir = malloc(n);
+    if (!dir)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    snprintf(dir, n, url ? "%s/.thumbs" : "%s.thumbs", base);
+    int rc = http_thumbs_open(&s->thumbs, dir, HTTP_THUMBS_DEFAULT_BYTES, err);
+    free(dir);
+    return rc;
+}
+
 int http_server_load(struct http_server *s, struct err *err)
 {
     const struct http_config *c = &s->cfg;
@@ -738,6 +792,8 @@ int http_server_load(struct http_server *s, struct err *err)
         goto fail;
     if ((rc = open_uploads(s, err)))
         goto fail;
+    if ((rc = thumbs_open(s, err))) /* thumbs.c: STORE.thumbs */
+        goto fail;
     struct pipe_sched_opts bo = {.max_batch = c->max_batch,
                                    .max_wait_us = c->batch_wait_ms * 1000};
     if ((rc = pipe_sched_new(&s->sched, s->pipe, &bo, err)))
@@ -752,6 +808,8 @@ int http_server_load(struct http_server *s, struct err *err)
         .log_ctx = s,
     };
     if ((rc = http_precompute_start(&s->pc, s->store, s->pipe, s->sched, &pco, err)))
+        goto fail;
+    if ((rc = watch_start(s, err))) /* catalog sync (ingest/watch.c) */
         goto fail;
     atomic_store(&s->state, HTTP__READY);
     char desc[256];
@@ -829,6 +887,8 @@ void http_server_shutdown(struct http_server *s, int grace_s)
     for (int i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i], NULL);
     s->nworkers = 0;
+    ingest_watch_stop(s->watch); /* before the precompute it calls */
+    s->watch = NULL;
     http_precompute_stop(s->pc);
     s->pc = NULL;
     pipe_sched_free(s->sched);
@@ -853,6 +913,7 @@ int http_server_free(struct http_server *s, struct err *err)
     }
     free(s->roots);
     free(s->prefixes);
+    http_thumbs_free(s->thumbs); /* thumbs.c */
     free(s->upload_dir);
     free(s->store_dir);
     free(s->workers);

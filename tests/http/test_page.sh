@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The web page of `imgsearch serve`, feature by feature, in real headless
+# Chromium (tests/http/page.mjs): browse with paging, a square grid with
+# portrait and panorama images on srcset thumbnails, the byte budget of a
+# 24-result page (<= 1.5 MB with a 5640x3172 wallpaper in the catalog), the
+# viewer, more like this, keyboard access, the metadata filter, the
+# minimum-score slider, an error replacing results, the empty state.
+# Screenshots go to build/<B>/test-output/page/. Needs node, Debian's
+# chromium and cjpeg; without them the test is one skip with the tag
+# tool:node / tool:chromium / tool:npm / tool:cjpeg (see tests/run).
+. "$(dirname "$0")/../cli/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+SHOTS=${PAGE_SCREENSHOTS:-$(dirname "$BIN")/test-output/page}
+skip() {
+  echo "SKIP test_page.sh: $2 [needs $1]"
+  echo "test_page.sh: 0 passed, 0 failed, 1 skipped"
+  exit 0
+}
+command -v node >/dev/null || skip tool:node "node is not installed (scripts/install-deps)"
+[ -x "$CHROMIUM" ] || skip tool:chromium "no Chromium at $CHROMIUM (scripts/install-deps installs Debian's chromium)"
+command -v curl >/dev/null || skip tool:curl "curl is not installed"
+command -v cjpeg >/dev/null || skip tool:cjpeg "cjpeg is not installed (scripts/install-deps: libjpeg-turbo-progs)"
+if [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
+  command -v npm >/dev/null || skip tool:npm "npm is not installed, and node_modules/playwright-core is missing"
+  (cd "$ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1 ||
+    skip tool:npm "npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
+fi
+. "$(dirname "$0")/server.sh"
+trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
+t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
+
+CAT=$T_TMP/catalog
+mkdir -p "$CAT" "$SHOTS"
+rm -f "$SHOTS"/*.png
+cp "$MODEL"/images/* "$CAT"/
+MK="python3 $ROOT/tests/http/mkimg.py"
+$MK 5640 3172 1 | cjpeg -quality 90 >"$CAT/wall.jpg"     # a wallpaper, ~9 MB
+$MK 400 1000 2 | cjpeg -quality 90 >"$CAT/portrait.jpg"
+head -c 3000 "$MODEL/images/butterfly.jpg" >"$CAT/zz-broken.jpg"   # fails: a truncated JPEG
+for i in $(seq 10 21); do $MK 640 480 "$i" | cjpeg -quality 90 >"$CAT/photo$i.jpg"; done
+serve_start page --store "$T_TMP/store.db" --model "$MODEL" --catalog "$CAT" --rate-limit 0
+if serve_ready; then ok; else bad "the server did not get ready: $(tail -n 5 "$SLOG")"; fi
+# two items with metadata, for the filter and the viewer
+for n in 1 2; do
+  f=$MODEL/images/butterfly.jpg
+  [ "$n" = 2 ] && f=$MODEL/images/coffee.png
+  printf '{"image": "%s", "metadata": {"color": "red", "n": %d}}' "$(base64 -w0 "$f")" "$n" >"$T_TMP/put.json"
+  code=$(curl -s -o "$OUT" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    --data-binary @"$T_TMP/put.json" "$URL/items/red-$n")
+  if [ "$code" = 200 ] || [ "$code" = 201 ]; then ok; else bad "PUT red-$n answered $code: $(head -c 200 "$OUT")"; fi
+done
+MAIN_URL=$URL MAIN_PID=$PID
+serve_start empty --store "$T_TMP/empty.db" --model "$MODEL"
+if serve_ready; then ok; else bad "the empty server did not get ready: $(tail -n 5 "$SLOG")"; fi
+EMPTY_URL=$URL EMPTY_PID=$PID
+printf 'this is not an image\n' >"$T_TMP/notes.txt"
+
+CHROMIUM=$CHROMIUM node "$ROOT/tests/http/page.mjs" "$MAIN_URL" "$EMPTY_URL" "$T_TMP/notes.txt" "$SHOTS" \
+  >"$T_TMP/page.log" 2>&1
+rc=$?
+tr -cd '\11\12\15\40-\176' <"$T_TMP/page.log" # text only: tests/run greps this output
+line=$(grep -aEo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/page.log" | tail -n 1)
+if [ -n "$line" ]; then
+  T_PASS=$((T_PASS + ${line%% passed*}))
+  f=${line##*, }
+  T_FAIL=$((T_FAIL + ${f%% failed}))
+fi
+t_eq "$rc" 0 "(page.mjs exit code)"
+for s in browse-page2 grid search-24 viewer more-like-this filter min-score error empty; do
+  if [ "$(head -c 8 "$SHOTS/$s.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok; else
+    bad "no PNG screenshot $SHOTS/$s.png"; fi
+done
+PID=$EMPTY_PID; serve_stop; t_eq "$RC" 0 "(empty server exit code)"
+PID=$MAIN_PID; serve_stop; t_eq "$RC" 0 "(server exit code)"
+t_done
