@@ -97,8 +97,8 @@ for p in $paths; do
 done
 
 # ---- 3. the configuration tables against --help --------------------------------
-# options_of: the long options named on stdin
-options_of() { grep -oE -- '--[a-z][a-z0-9-]*' | sort -u | grep -vx -- '--help'; }
+# options_of FILE: the long options named in FILE (as in tests/cli/test_help.sh)
+options_of() { grep -oE -- '--[a-z][a-z0-9-]*' "$1" | sort -u | grep -vx -- '--help'; }
 cmds=$(grep -oE '^#### imgsearch [a-z]+$' "$T_TMP/config.md" | cut -d' ' -f3)
 t_ge "commands with a configuration table" "$(wc -w <<<"$cmds")" 12
 "$BIN" --help >"$T_TMP/help" 2>&1
@@ -108,9 +108,10 @@ done
 for c in $cmds; do
   "$BIN" "$c" --help >"$T_TMP/help.$c" 2>&1
   if [ "$c" = bench ]; then "$BIN" bench ann --help >>"$T_TMP/help.$c" 2>&1; fi
-  options_of <"$T_TMP/help.$c" >"$T_TMP/want.$c"
+  options_of "$T_TMP/help.$c" >"$T_TMP/want.$c"
   awk -v h="#### imgsearch $c" '$0 == h {on = 1; next} on && /^#/ {exit} on && /^\| `/' "$T_TMP/config.md" |
-    cut -d'|' -f2 | options_of >"$T_TMP/got.$c"
+    cut -d'|' -f2 >"$T_TMP/table.$c"
+  options_of "$T_TMP/table.$c" >"$T_TMP/got.$c"
   missing=$(comm -23 "$T_TMP/want.$c" "$T_TMP/got.$c" | tr '\n' ' ')
   extra=$(comm -13 "$T_TMP/want.$c" "$T_TMP/got.$c" | tr '\n' ' ')
   t_eq "options of imgsearch $c --help missing from README" "$missing" ""
