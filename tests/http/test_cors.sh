@@ -8,14 +8,6 @@
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 export IMGSEARCH_RATE_LIMIT=0
-HDR=$T_TMP/headers
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-  tr -d '\r' <"$HDR" >"$HDR.n" && mv "$HDR.n" "$HDR"
-}
-t_code() { if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi; }
 A=https://a.example
 E=https://evil.example
 pre() { # PATH ORIGIN METHOD: a preflight

@@ -28,7 +28,6 @@ if [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
 fi
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
 
 CAT=$T_TMP/catalog
 mkdir -p "$CAT" "$SHOTS"
@@ -66,11 +65,11 @@ if [ -n "$line" ]; then
   f=${line##*, }
   T_FAIL=$((T_FAIL + ${f%% failed}))
 fi
-t_eq "$rc" 0 "(page.mjs exit code)"
+t_eq "page.mjs exit code" "$rc" 0
 for s in browse-page2 grid search-24 viewer more-like-this filter min-score error empty; do
   if [ "$(head -c 8 "$SHOTS/$s.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok; else
     bad "no PNG screenshot $SHOTS/$s.png"; fi
 done
-PID=$EMPTY_PID; serve_stop; t_eq "$RC" 0 "(empty server exit code)"
-PID=$MAIN_PID; serve_stop; t_eq "$RC" 0 "(server exit code)"
+PID=$EMPTY_PID; serve_stop; t_eq "empty server exit code" "$RC" 0
+PID=$MAIN_PID; serve_stop; t_eq "server exit code" "$RC" 0
 t_done
