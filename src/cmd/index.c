@@ -362,7 +362,8 @@ static int run(int argc, char **argv)
         rc = cmd_fail("index", &err);
         goto fail;
     }
-    struct store_options so = {.model = clip_model_id(p->model), .dim = p->dim, .create = 1};
+    struct store_options so = {.model = clip_model_id(p->model), .dim = p->dim, .create = 1,
+                               .former_model = clip_model_former_id(p->model)};
     if ((rc = cmd_store_open(&st, o.store, &so, &err))) {
         rc = cmd_fail("index", &err);
         if (err.code == ERR_MODEL_MISMATCH)
