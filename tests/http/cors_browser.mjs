@@ -10,28 +10,16 @@
 //
 // usage: node tests/http/cors_browser.mjs PAGE_URL ALLOWED_API BLOCKED_API...
 // Prints one line per failed check and "cors_browser.mjs: N passed, N failed".
-import { chromium } from "playwright-core";
+import { launch, tally } from "./chromium.mjs";
 
 const [pageUrl, allowed, ...blocked] = process.argv.slice(2);
 if (!pageUrl || !allowed || blocked.length === 0) {
   console.log("usage: node cors_browser.mjs PAGE_URL ALLOWED_API BLOCKED_API...");
   process.exit(2);
 }
-let passed = 0;
-let failed = 0;
-function check(cond, what) {
-  if (cond) passed++;
-  else {
-    failed++;
-    console.log("FAIL cors_browser.mjs: " + what);
-  }
-}
+const { check, finish } = tally("cors_browser.mjs");
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 // run(api): opens the page with ?api=API and returns what its script wrote
 async function run(api) {
   const page = await browser.newPage();
@@ -68,5 +56,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`cors_browser.mjs: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

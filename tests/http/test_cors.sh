@@ -114,21 +114,8 @@ t_grep "$ERR" 'not one origin'
 # fetch throws; no POST /search reaches them). Without node, chromium or
 # playwright-core these cases are one skip, tagged as in test_browser.sh.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-browser_skip=
-if ! command -v node >/dev/null; then
-  browser_skip="tool:node|node is not installed (scripts/install-deps)"
-elif [ ! -x "$CHROMIUM" ]; then
-  browser_skip="tool:chromium|no Chromium at $CHROMIUM (scripts/install-deps installs Debian's chromium)"
-elif ! command -v python3 >/dev/null; then
-  browser_skip="tool:python3|python3 is not installed (the page's static server)"
-elif [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
-  if ! command -v npm >/dev/null; then
-    browser_skip="tool:npm|npm is not installed, and node_modules/playwright-core is missing"
-  elif ! (cd "$ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1; then
-    browser_skip="tool:npm|npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
-  fi
-fi
+. "$(dirname "$0")/browser.sh"
+browser_skip=$(browser_missing python3)
 if [ -n "$browser_skip" ]; then
   t_skip "${browser_skip%%|*}" "${browser_skip#*|}"
   t_done
@@ -179,17 +166,7 @@ OTHER_URL=$URL OTHER_PID=$PID OTHER_LOG=$SLOG
 serve_start off2 --store "$T_TMP/b.db" --model "$MODEL"
 serve_ready
 OFF_URL=$URL OFF_LOG=$SLOG
-CHROMIUM=$CHROMIUM node "$ROOT/tests/http/cors_browser.mjs" "$SITE_URL/page.html" "$ALLOWED_URL" \
-  "$OTHER_URL" "$OFF_URL" >"$T_TMP/cors_browser.log" 2>&1
-rc=$?
-cat "$T_TMP/cors_browser.log"
-line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/cors_browser.log" | tail -n 1)
-if [ -n "$line" ]; then
-  T_PASS=$((T_PASS + ${line%% passed*}))
-  f=${line##*, }
-  T_FAIL=$((T_FAIL + ${f%% failed}))
-fi
-t_eq "cors_browser.mjs exit code" "$rc" 0
+browser_run cors_browser.mjs "$SITE_URL/page.html" "$ALLOWED_URL" "$OTHER_URL" "$OFF_URL"
 # what reached each server (its access log on stderr): the allowed one got
 # the preflight and the search; the others only the preflight
 t_grep "$ALLOWED_LOG" '"method":"OPTIONS","route":"/search","status":204'
