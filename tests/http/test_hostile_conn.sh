@@ -168,7 +168,13 @@ for i in $(seq 12); do
   curl -s -o "$T_TMP/q$i.out" -w '%{http_code}' "${imgs[@]}" "$URL/extract-features-batch" \
     >"$T_TMP/q$i.code" &
 done
-sleep 0.5
+# SIGTERM once every body is in: one request running, eleven waiting for
+# the worker (a loaded machine takes more than a fixed sleep to upload them)
+for _ in $(seq 300); do
+  q=$(curl -s --max-time 2 "$URL/metrics" | sed -n 's/^imgsearch_work_queue_depth //p')
+  [ "${q:-0}" -ge 11 ] && break
+  sleep 0.05
+done
 t0=$(ms)
 kill -TERM "$PID"
 for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
