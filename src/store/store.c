@@ -851,8 +851,10 @@ static int rank_native(struct store *st, const float *q, struct store_hit *h, fl
     }
     for (size_t i = want; i < m; i++)
         free(o[i].id), free(o[i].source), free(o[i].metadata);
-    memcpy(h, o, (m < want ? m : want) * sizeof *h);
-    *n = m < want ? m : want;
+    size_t keep = m < want ? m : want;
+    if (keep) /* h is NULL when nothing matched */
+        memcpy(h, o, keep * sizeof *h);
+    *n = keep;
     free(qn), free(r), free(o);
     return 0;
 }
