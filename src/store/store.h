@@ -212,7 +212,7 @@ int64_t store_failed_cached(struct store *st);
  *
  * A process that embeds waiting items claims a few at a time for an owner
  * (a string unique to it: host, pid and a random part) with a lease that
- * expires. A claimed item is not claimed by another owner until its lease
+ * expires. A claimed item is not claimed again (by anyone) until its lease
  * expires, so processes sharing a store embed each item once; the items
  * of a process that dies are claimed again by the others once its lease
  * runs out. Writing an embedding (store_put with one, store_put_embedding)
@@ -223,12 +223,12 @@ int64_t store_failed_cached(struct store *st);
 #define STORE_LEASE_MAX 86400 /* seconds of a lease */
 
 /* Claims up to limit (1..10000) waiting items, oldest first: items without
- * an embedding, not failed (store_set_failed), and not leased to another
- * owner (no lease, or one that expired; the owner's own leases may be
- * claimed again). Each gets a lease of lease_seconds (1..STORE_LEASE_MAX)
+ * an embedding, not failed (store_set_failed), and not leased (no lease, or
+ * one that expired; an owner's own lease too: it claims each item once per
+ * lease). Each gets a lease of lease_seconds (1..STORE_LEASE_MAX)
  * for owner. *items (seq order, without embeddings; store_items_free) and
  * *n get them. When none is claimed, *retry_ms (may be NULL) gets the
- * milliseconds until the first lease of another owner on a waiting item
+ * milliseconds until the first lease on a waiting item
  * expires (then a claim may find it), or -1 when no item waits but failed
  * ones; otherwise 0. One statement: concurrent claims never share an item
  * (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write transaction). */

@@ -120,7 +120,7 @@ const char *const pg__sql[P_COUNT_] = {
     /* design 8: rows another claim has locked are skipped, not waited for */
     [P_CLAIM] = "UPDATE items SET lease_owner = $1, lease_until = " NOW_MS " + $2::bigint * 1000 "
                 "WHERE seq IN (SELECT seq FROM items WHERE embedding IS NULL AND failed IS NULL "
-                "AND (lease_until IS NULL OR lease_until <= " NOW_MS " OR lease_owner = $1) "
+                "AND (lease_until IS NULL OR lease_until <= " NOW_MS ") "
                 "ORDER BY seq LIMIT $3::int FOR UPDATE SKIP LOCKED) "
                 "RETURNING " ITEM_COLS ", false, failed",
     [P_CLAIM_NEXT] = "SELECT (min(lease_until) - " NOW_MS ")::bigint FROM items "
@@ -874,7 +874,7 @@ static int pg_claim(struct store *st, const char *owner, int lease_s, int max,
             ++*k;
     }
     PQclear(r);
-    if (!rc && !*k) { /* when will another owner's lease run out? */
+    if (!rc && !*k) { /* when does the first lease run out? */
         rc = pg__run(st, c, P_CLAIM_NEXT, 0, NULL, NULL, &r, err);
         if (!rc) {
             int64_t left = pg__col_i64(r, 0, 0, -1);

@@ -136,7 +136,7 @@ static const char *const stmt_sql[S_COUNT_] = {
     /* design 8: ?2 is now and ?3 the lease, in ms of the machine's clock */
     [S_CLAIM] = "UPDATE items SET lease_owner = ?1, lease_until = ?2 + ?3 WHERE seq IN "
                 "(SELECT seq FROM items WHERE embedding IS NULL AND failed IS NULL AND "
-                "(lease_until IS NULL OR lease_until <= ?2 OR lease_owner = ?1) "
+                "(lease_until IS NULL OR lease_until <= ?2) "
                 "ORDER BY seq LIMIT ?4) "
                 "RETURNING seq, id, source, sha256, size, mtime, metadata, model, created_at, "
                 "updated_at, 0, failed",
@@ -946,7 +946,7 @@ static int lite_claim(struct store *st, const char *owner, int lease_s, int max,
     if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
         rc = db_err(err, l->w.db, l->path, "claim waiting items");
     sqlite3_reset(s);
-    if (!rc && !*k) { /* when will another owner's lease run out? */
+    if (!rc && !*k) { /* when does the first lease run out? */
         if (!(s = stmt(l, &l->w, S_CLAIM_NEXT, err)))
             return end_write(st, own, -err->code, err);
         sqlite3_bind_int64(s, 1, now);
