@@ -289,7 +289,7 @@ TEST(register_is_idempotent)
 
 struct racer {
     const char *path;            /* the store */
-    char owner[16];              /* its claim owner */
+    char owner[32];              /* its claim owner */
     int got[RACE_ITEMS + 1];     /* claims of each item number */
     int err;                     /* a call failed */
 };

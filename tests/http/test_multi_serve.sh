@@ -103,6 +103,8 @@ VICTIM=${PIDS[3]}
 # its claim: waiting items leased to host:PID:random
 leased_q="SELECT count(*) FROM items WHERE embedding IS NULL AND lease_owner LIKE '%:$VICTIM:%'
           AND lease_until > (extract(epoch FROM now()) * 1000)::bigint"
+# mid-way: once a fifth of the catalog is embedded
+wait_sql "a fifth embedded" "SELECT count(*) >= $((N / 5)) FROM test_embed_log" t "$LIMIT"
 held=0
 for _ in $(seq 600); do
   held=$(sql "$leased_q")
