@@ -98,6 +98,19 @@ TEST(claims_are_leased_and_exclusive)
     /* everything is leased: a third owner gets none, and when to retry */
     CHECK_INT_EQ(claim(st, "host:3:c", 60, 100, NULL, &retry), 0);
     CHECKF(retry > 50000 && retry <= 60000, "retry %lld", (long long)retry);
+    /* the owners holding leases, each once */
+    char **owners = NULL;
+    size_t no = 0;
+    struct err oe;
+    REQUIRE(store_claim_owners(st, &owners, &no, &oe) == 0);
+    CHECK_INT_EQ((int)no, 2);
+    int seen_a = 0, seen_b = 0;
+    for (size_t i = 0; i < no; i++) {
+        seen_a += !strcmp(owners[i], "host:1:a");
+        seen_b += !strcmp(owners[i], "host:2:b");
+    }
+    CHECK(seen_a == 1 && seen_b == 1);
+    store_owners_free(owners, no);
     /* nor the owner itself, while its lease runs */
     CHECK_INT_EQ(claim(st, "host:1:a", 60, 100, a, NULL), 0);
     /* writing an embedding ends the lease: the item no longer waits */

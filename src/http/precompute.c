@@ -22,7 +22,8 @@
  *    work and embed each item once. The owner id is host:pid:random. The
  *    worker renews its leases while it makes progress (every third of the
  *    lease) and releases them when it stops; a killed server's claim is
- *    taken by the others once its lease runs out. When a claim finds
+ *    taken by the others once its lease runs out, or at once by a server
+ *    of the same host that sees the process is gone. When a claim finds
  *    nothing, the worker sleeps until woken (a PUT, a rescan), until the
  *    first lease on a waiting item runs out, or for one lease at most:
  *    other servers' scans register items without waking this one.
@@ -39,6 +40,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,6 +355,40 @@ static int scan(struct http_precompute *pc, int prune, struct err *err)
 
 /* ---- embedding --------------------------------------------------------------- */
 
+/* Rule 3: gives back the claims of processes of this host that are gone
+ * (killed: they released nothing), so a server restarted after kill -9
+ * does not wait for its old lease. An owner is host:pid:random; this
+ * process's pid with another random part is a previous life of it (a
+ * container's pid 1). Returns how many owners were released. */
+static int release_dead(struct http_precompute *pc)
+{
+    char **owners = NULL;
+    size_t n = 0;
+    struct err e;
+    if (store_claim_owners(pc->st, &owners, &n, &e))
+        return 0;
+    const char *mine = strrchr(pc->owner, ':');
+    size_t hl = (size_t)(strchr(pc->owner, ':') - pc->owner); /* host length */
+    int released = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *o = owners[i], *last = strrchr(o, ':');
+        if (!last || strcmp(o, pc->owner) == 0 || strncmp(o, pc->owner, hl + 1))
+            continue; /* not of this host, or this worker */
+        char *end;
+        long pid = strtol(o + hl + 1, &end, 10);
+        if (end != last || pid < 1)
+            continue;
+        int gone = pid == (long)getpid() ? strcmp(last, mine) != 0
+                                          : kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if (gone && !store_claims_renew(pc->st, o, 0, NULL, &e)) {
+            logf_(pc, "precompute: gave back the claim of %s (the process is gone)", o);
+            released++;
+        }
+    }
+    store_owners_free(owners, n);
+    return released;
+}
+
 /* One round: claims up to CLAIM_BATCHES batches of waiting items (rule 3)
  * and embeds them. Returns the number of items claimed (0: none; then
  * *retry_ms says when a lease runs out, -1 none), or a negative store
@@ -365,6 +401,8 @@ static int round_(struct http_precompute *pc, int64_t *retry_ms, struct err *err
     int rc = ingest_claim(pc->st, pc->owner, pc->lease_s, pc->o.batch * CLAIM_BATCHES, &pc->h,
                           &pc->n, &js, &claimed, retry_ms, err);
     pc->renewed = mono_now();
+    if (!rc && !claimed && *retry_ms > 0 && release_dead(pc))
+        *retry_ms = 1; /* claim again at once */
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
     note_outcomes(pc, &js);

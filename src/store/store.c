@@ -608,6 +608,33 @@ int store_claims_renew(struct store *st, const char *owner, int lease_seconds, i
     return rc ? rc : st->ops->renew(st, owner, lease_seconds, n ? n : &dummy, err);
 }
 
+#define OWNERS_MAX 10000 /* owners listed at most */
+
+int store_claim_owners(struct store *st, char ***owners, size_t *n, struct err *err)
+{
+    *owners = NULL;
+    *n = 0;
+    char **a = calloc(OWNERS_MAX, sizeof *a);
+    if (!a)
+        return err_set(err, ERR_NOMEM, "no memory");
+    size_t k = 0;
+    int rc = st->ops->owners(st, OWNERS_MAX, a, &k, err);
+    if (rc || !k) {
+        store_owners_free(a, k);
+        return rc;
+    }
+    *owners = a;
+    *n = k;
+    return 0;
+}
+
+void store_owners_free(char **owners, size_t n)
+{
+    for (size_t i = 0; owners && i < n; i++)
+        free(owners[i]);
+    free(owners);
+}
+
 int store_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
                      int64_t mtime, struct err *err)
 {

@@ -243,6 +243,13 @@ int store_claim_waiting(struct store *st, const char *owner, int lease_seconds, 
 int store_claims_renew(struct store *st, const char *owner, int lease_seconds, int64_t *n,
                        struct err *err);
 
+/* The owners that hold leases on waiting items (expired ones included),
+ * each once: *owners is malloc'd, n strings (store_owners_free). What a
+ * process that knows the owners' naming does to give back the claims of
+ * owners it knows are dead (store_claims_renew with 0). */
+int store_claim_owners(struct store *st, char ***owners, size_t *n, struct err *err);
+void store_owners_free(char **owners, size_t n);
+
 /* The failed state: item id could not be embedded, for reason (a message,
  * at most ERR_MSG_MAX bytes kept), when its file had size and mtime (-1:
  * unknown). A failed item is not claimed again; it shows its reason in

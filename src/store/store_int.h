@@ -60,6 +60,8 @@ struct store_ops {
                  size_t *k, int64_t *retry_ms, struct err *err);
     /* store_claims_renew (lease_s 0: release) */
     int (*renew)(struct store *st, const char *owner, int lease_s, int64_t *n, struct err *err);
+    /* store_claim_owners: up to max distinct owners into a[], *k of them */
+    int (*owners)(struct store *st, int max, char **a, size_t *k, struct err *err);
     /* store_set_failed (reason at most ERR_MSG_MAX bytes; -1: unknown) */
     int (*set_failed)(struct store *st, const char *id, const char *reason, int64_t size,
                       int64_t mtime, struct err *err);

@@ -128,6 +128,8 @@ const char *const pg__sql[P_COUNT_] = {
     [P_RENEW] = "UPDATE items SET lease_until = CASE WHEN $2::int > 0 THEN " NOW_MS
                 " + $2::bigint * 1000 END, lease_owner = CASE WHEN $2::int > 0 THEN lease_owner "
                 "END WHERE embedding IS NULL AND lease_owner = $1",
+    [P_OWNERS] = "SELECT DISTINCT lease_owner FROM items WHERE embedding IS NULL AND "
+                 "lease_owner IS NOT NULL LIMIT $1::int",
     [P_SET_FAILED] = "UPDATE items SET failed = $2, failed_size = $3::bigint, "
                      "failed_mtime = $4::bigint, lease_owner = NULL, lease_until = NULL "
                      "WHERE id = $1",
@@ -902,6 +904,19 @@ static int pg_renew(struct store *st, const char *owner, int lease_s, int64_t *n
     return end_write(st, c, own, rc, err);
 }
 
+static int pg_owners(struct store *st, int max, char **a, size_t *k, struct err *err)
+{
+    char m[24];
+    pg__i64s(m, max);
+    PGresult *r;
+    int rc = read_q(st, P_OWNERS, 1, (const char *[]){m}, &r, err);
+    for (int i = 0; !rc && i < PQntuples(r) && i < max; i++)
+        if (!(a[(*k)++] = pg__col_str(r, i, 0)))
+            rc = err_set(err, ERR_NOMEM, "no memory");
+    PQclear(r);
+    return rc;
+}
+
 static int pg_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
                          int64_t mtime, struct err *err)
 {
@@ -1084,6 +1099,7 @@ static const struct store_ops pg_ops = {
     .claim = pg_claim,
     .renew = pg_renew,
     .set_failed = pg_set_failed,
+    .owners = pg_owners,
     .begin = pg_begin,
     .finish = pg_finish,
     .reset = pg_reset,

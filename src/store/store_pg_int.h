@@ -36,6 +36,7 @@ enum pstmt {
     P_CLAIM_NEXT,
     P_RENEW,
     P_SET_FAILED,
+    P_OWNERS,
     P_COUNT_
 };
 

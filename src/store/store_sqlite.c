@@ -77,6 +77,7 @@ enum stmt_id {
     S_CLAIM_NEXT,
     S_RENEW,
     S_SET_FAILED,
+    S_OWNERS,
     S_COUNT_
 };
 
@@ -145,6 +146,8 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_RENEW] = "UPDATE items SET lease_until = CASE WHEN ?3 > 0 THEN ?2 + ?3 END, "
                 "lease_owner = CASE WHEN ?3 > 0 THEN lease_owner END "
                 "WHERE embedding IS NULL AND lease_owner = ?1",
+    [S_OWNERS] = "SELECT DISTINCT lease_owner FROM items WHERE embedding IS NULL AND "
+                 "lease_owner IS NOT NULL LIMIT ?1",
     [S_SET_FAILED] = "UPDATE items SET failed = ?2, failed_size = ?3, failed_mtime = ?4, "
                      "lease_owner = NULL, lease_until = NULL WHERE id = ?1",
     [S_TRIM] = "DELETE FROM changes WHERE cseq <= ?1",
@@ -982,6 +985,28 @@ static int lite_renew(struct store *st, const char *owner, int lease_s, int64_t 
     return end_write(st, own, rc, err);
 }
 
+static int lite_owners(struct store *st, int max, char **a, size_t *k, struct err *err)
+{
+    struct lite *l = BE(st);
+    struct conn *c = rconn(st);
+    pthread_mutex_lock(&c->mu);
+    int rc = 0, r = SQLITE_DONE;
+    sqlite3_stmt *s = stmt(l, c, S_OWNERS, err);
+    if (!s)
+        rc = -err->code;
+    else
+        sqlite3_bind_int(s, 1, max);
+    while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW && *k < (size_t)max)
+        if (!(a[(*k)++] = dup_col(s, 0)))
+            rc = err_set(err, ERR_NOMEM, "no memory");
+    if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
+        rc = db_err(err, c->db, l->path, "list lease owners");
+    if (s)
+        sqlite3_reset(s);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 static int lite_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
                            int64_t mtime, struct err *err)
 {
@@ -1305,6 +1330,7 @@ static const struct store_ops lite_ops = {
     .claim = lite_claim,
     .renew = lite_renew,
     .set_failed = lite_set_failed,
+    .owners = lite_owners,
     .begin = lite_begin,
     .finish = lite_finish,
     .reset = lite_reset,
