@@ -195,8 +195,9 @@ int store_waiting(struct store *st, int64_t after, int limit, struct store_item 
                   size_t *n, int64_t *next, struct err *err);
 
 /* Items, items without an embedding, and failed items (store_set_failed):
- * one row kept by triggers (schema version 2; failed from 3), so counting
- * costs the same for any number of items. */
+ * one row kept by triggers (the embedded store's schema 2, the failed count
+ * from 3; PostgreSQL's 1 and 2), so counting costs the same for any number
+ * of items. */
 int store_count(struct store *st, int64_t *n, struct err *err);
 int store_count_waiting(struct store *st, int64_t *n, struct err *err);
 int store_count_failed(struct store *st, int64_t *n, struct err *err);
@@ -224,12 +225,12 @@ int64_t store_failed_cached(struct store *st);
 
 /* Claims up to limit (1..10000) waiting items, oldest first: items without
  * an embedding, not failed (store_set_failed), and not leased (no lease, or
- * one that expired; an owner's own lease too: it claims each item once per
- * lease). Each gets a lease of lease_seconds (1..STORE_LEASE_MAX)
- * for owner. *items (seq order, without embeddings; store_items_free) and
- * *n get them. When none is claimed, *retry_ms (may be NULL) gets the
- * milliseconds until the first lease on a waiting item
- * expires (then a claim may find it), or -1 when no item waits but failed
+ * one that expired; an owner's own lease counts too: an owner claims an
+ * item once per lease). Each gets a lease of lease_seconds
+ * (1..STORE_LEASE_MAX) for owner. *items (seq order, without embeddings;
+ * store_items_free) and *n get them. When none is claimed, *retry_ms (may
+ * be NULL) gets the milliseconds until the first lease on a waiting item
+ * runs out (a claim may then find it), or -1 when no item waits but failed
  * ones; otherwise 0. One statement: concurrent claims never share an item
  * (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write transaction). */
 int store_claim_waiting(struct store *st, const char *owner, int lease_seconds, int limit,
