@@ -33,9 +33,8 @@ static void usage(FILE *f)
             "                                 remain (--limit default 1000, at most 10000)\n"
             "  show ID [--embedding]          one item as a JSON object\n"
             "  rm ID...                       delete items\n"
-            "  count                          {\"items\": N, \"waiting\": W, \"failed\": F} (W:\n"
-            "                                 without an embedding yet; F: could not be\n"
-            "                                 embedded, until their files change)\n"
+            "  count                          {\"items\": N, \"waiting\": W} (W: without an\n"
+            "                                 embedding yet)\n"
             "\n"
             "options:\n"
             "  --store PATH         the store (default $IMGSEARCH_STORE, else\n"
@@ -411,11 +410,9 @@ static int work(const struct items_opts *o)
     if (!strcmp(o->sub, "list"))
         rc = do_list(st, o->limit, o->cursor, dim, &err);
     else if (!strcmp(o->sub, "count")) {
-        int64_t n, w, f;
-        if (!(rc = store_count(st, &n, &err)) && !(rc = store_count_waiting(st, &w, &err)) &&
-            !(rc = store_count_failed(st, &f, &err)))
-            printf("{\"items\": %lld, \"waiting\": %lld, \"failed\": %lld}\n", (long long)n,
-                   (long long)w, (long long)f);
+        int64_t n, w;
+        if (!(rc = store_count(st, &n, &err)) && !(rc = store_count_waiting(st, &w, &err)))
+            printf("{\"items\": %lld, \"waiting\": %lld}\n", (long long)n, (long long)w);
     } else if (!strcmp(o->sub, "show")) {
         struct store_item it;
         if (!(rc = store_get(st, o->args[1], &it, &err))) {
