@@ -77,6 +77,10 @@ static void print_item(const struct store_item *it, int full, int dim)
         else
             fputs("null", stdout);
     }
+    if (it->error) { /* the failed state (store_set_failed) */
+        fputs(", \"state\": \"failed\", \"error\": ", stdout);
+        cmd_json_str(stdout, it->error);
+    }
     fputs("}\n", stdout);
 }
 

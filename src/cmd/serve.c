@@ -75,6 +75,9 @@ static void usage(FILE *f)
             "  --max-pixels N          refuse images over N pixels (default 50000000)\n"
             "  --full-decode           decode JPEGs at full size (no DCT scaling)\n"
             "  --precompute-pause-ms N sleep between background batches (default 0)\n"
+            "  --lease-seconds N       servers sharing one store take waiting items in claims\n"
+            "                          leased for N s; a killed server's claim is taken over\n"
+            "                          when its lease runs out (default 120)\n"
             "  --rescan-interval N     walk the catalog again every N s, a backstop for what\n"
             "                          inotify misses (default 60; 0: never)\n"
             "  --no-inotify            do not watch the catalog: only the periodic rescan\n"
@@ -99,6 +102,7 @@ enum {
     O_PRECISION, O_MAXPX, O_FULL, O_PAUSE, O_DELAY, O_QUIET, O_HELP,
     O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS, O_ACCESS_LOG, O_CORS,
     O_RESCAN, O_NO_INOTIFY, /* catalog sync (ingest/watch.c) */
+    O_LEASE,
 };
 
 static const struct option opts[] = {
@@ -134,6 +138,7 @@ static const struct option opts[] = {
     {"access-log", required_argument, 0, O_ACCESS_LOG},
     {"cors-origin", required_argument, 0, O_CORS},
     {"rescan-interval", required_argument, 0, O_RESCAN},
+    {"lease-seconds", required_argument, 0, O_LEASE},
     {"no-inotify", no_argument, 0, O_NO_INOTIFY},
     {0, 0, 0, 0},
 };
@@ -302,6 +307,7 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_MAXPX: INT(1, 1000000000L); c->pipe.max_pixels = (uint64_t)n; break;
     case O_PAUSE: INT(0, 600000); c->precompute_pause_ms = (int)n; break;
     case O_RESCAN: INT(0, 86400); c->rescan_interval_s = n ? (int)n : -1; break;
+    case O_LEASE: INT(1, 86400); c->lease_seconds = (int)n; break; /* STORE_LEASE_MAX */
     case O_DELAY: INT(0, 600000); c->load_delay_ms = (int)n; break;
     default: return 2;
     }

@@ -24,7 +24,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http/failed.h"
 #include "image/image.h"
 #include "util/fsutil.h"
 #include "util/jsonscan.h"
@@ -34,6 +33,18 @@
 #define LIST_MAX 1000        /* items per page at most */
 
 /* ---- /items ---------------------------------------------------------------------- */
+
+/* The failed state (store_set_failed): "state": "failed" and the reason,
+ * scrubbed like every message that may name a server path. */
+static void failed_state(struct http_server *s, const struct store_item *it, json_t *j)
+{
+    if (!it->error)
+        return;
+    char clean[ERR_MSG_MAX + 64];
+    http__scrub(s, it->error, clean, sizeof clean, 0);
+    json_object_set_new(j, "state", json_string("failed"));
+    json_object_set_new(j, "error", http__str_json(clean));
+}
 
 static json_t *item_json(const struct store_item *it, int with_embedding, int dim)
 {
@@ -81,7 +92,7 @@ void http__api_items_list(struct http_req *r)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *ij = item_json(&items[i], 0, s->pipe->dim);
-        http__failed_annotate(s, ij); /* failed.c */
+        failed_state(s, &items[i], ij);
         json_array_append_new(arr, ij);
     }
     store_items_free(items, n);
@@ -110,7 +121,7 @@ void http__api_item_get(struct http_req *r)
     }
     int emb = http_parse_bool(http__query(r, "embedding")) == 1;
     json_t *ij = item_json(&it, emb, s->pipe->dim);
-    http__failed_annotate(s, ij); /* failed.c */
+    failed_state(s, &it, ij);
     http__reply_json(r, 200, ij);
     store_item_clear(&it);
 }

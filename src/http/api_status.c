@@ -12,7 +12,6 @@
  *    real query (a database store may be unreachable).
  */
 #include "http/http_int.h"
-#include "http/failed.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -69,8 +68,9 @@ void http__api_health(struct http_req *r)
                                           http__str_json(base ? base + 1 : s->cfg.store)));
         json_object_set_new(j, "items", json_integer(items));
         json_object_set_new(j, "waiting", json_integer(waiting));
-        json_object_set_new(j, "failed", /* failed.c: of the waiting items */
-                            json_integer(http_failed_count(http_precompute_failed(s->pc))));
+        /* items marked failed in the store (by any server), as of this
+         * process's last commit or count: a poll thread runs no query */
+        json_object_set_new(j, "failed", json_integer(store_failed_cached(s->store)));
         struct pipe_sched_stats bs;
         pipe_sched_stats(s->sched, &bs);
         json_object_set_new(j, "batcher", json_pack("{s:i,s:i,s:i,s:I,s:I}", "max_batch",
@@ -129,7 +129,7 @@ void http__api_metrics(struct http_req *r)
         http_precompute_progress(s->pc, &p);
         x.precompute_embedded = p.embedded;
         x.precompute_failed = p.failed;
-        x.items_failed = http_failed_count(http_precompute_failed(s->pc)); /* failed.c */
+        x.items_failed = store_failed_cached(s->store); /* the store's, cached */
     }
     x.version = s->cfg.version ? s->cfg.version : "";
     x.model = "";

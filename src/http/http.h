@@ -53,6 +53,7 @@ struct http_config {
     int request_timeout_s;        /* cut requests whose body takes longer */
     int max_queue;                /* requests waiting for a worker before 503 */
     int precompute_pause_ms;      /* sleep between precompute batches */
+    int lease_seconds;            /* lease of a precompute claim (0: 120 s) */
     int rescan_interval_s;        /* catalog rescan period (60 s); < 0 none (ingest/watch.c) */
     int no_inotify;               /* 1: no inotify on the catalog, rescans only */
     int load_delay_ms;            /* tests: wait before loading the model */

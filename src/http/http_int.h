@@ -298,9 +298,6 @@ void http__api_page(struct http_req *r);           /* GET / */
 void http__api_openapi(struct http_req *r);        /* GET /openapi.json */
 void http__api_docs(struct http_req *r);           /* GET /docs */
 
-/* ---- failed.c ---- */
-/* Adds "state": "failed" and "error" to an item's JSON when it failed. */
-void http__failed_annotate(struct http_server *s, json_t *item);
 
 /* ---- page.c ---- */
 extern const char http__page[];

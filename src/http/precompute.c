@@ -9,29 +9,38 @@
  *    listed while they wait and a restart finds them; changed files go
  *    through the engine right after the scan, where their SHA-256 decides
  *    whether they are embedded again (index's rule).
- * 2. Waiting items are embedded in rounds of up to ROUND_BATCHES batches by
- *    ingest_run, whose inference goes through the scheduler at low priority;
- *    each batch is one transaction. The engine reads each item again before
- *    writing: if its source or digest changed meanwhile (a PUT replaced
- *    it), the vector is dropped.
- * 3. The round cursor is an item seq: failed items are passed over until
- *    the next restart instead of being retried forever; a wake with a
- *    lower seq (a replaced item keeps its seq) moves the cursor back.
+ *    Registration is store_register: idempotent, so servers scanning one
+ *    catalog into one store register each file once and never undo an
+ *    embedding another one wrote meanwhile.
+ * 2. Waiting items are embedded in rounds by ingest_run, whose inference
+ *    goes through the scheduler at low priority; each batch is one
+ *    transaction. The engine reads each item again before writing: if its
+ *    source or digest changed meanwhile (a PUT replaced it), the vector is
+ *    dropped.
+ * 3. A round works on a leased claim (store_claim_waiting) of up to
+ *    CLAIM_BATCHES batches, so several servers on one store share the
+ *    work and embed each item once. The owner id is host:pid:random. The
+ *    worker renews its leases while it makes progress (every third of the
+ *    lease) and releases them when it stops; a killed server's claim is
+ *    taken by the others once its lease runs out, or at once by a server
+ *    of the same host that sees the process is gone. When a claim finds
+ *    nothing, the worker sleeps until woken (a PUT, a rescan), until the
+ *    first lease on a waiting item runs out, or for one lease at most:
+ *    other servers' scans register items without waking this one.
  * 4. --precompute-pause-ms sleeps after each batch's forward pass.
- * 6. Failed items (failed.h): every failed job is recorded with its
- *    reason and its file's size and mtime; a round skips the waiting items
- *    whose file has not changed since, so nothing is retried forever and
- *    the worker goes idle when only failed items wait.
  * 5. Catalog sync (http_precompute_rescan, from the watcher): the worker
- *    runs the scan again between rounds, then ingest_prune; the round
- *    cursor goes back to 0 only when the rescan added or changed a file,
- *    so a failed item is retried when a file changed, not on every tick.
+ *    runs the scan again between rounds, then ingest_prune.
+ * 6. Failed items: every failed job is marked failed in the store
+ *    (store_set_failed) with its reason and its file's size and mtime, so
+ *    no server claims it again, before or after a restart, until a scan
+ *    sees the file with another size or mtime.
  */
 #include "http/precompute.h"
 #include "util/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,11 +48,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "http/failed.h"
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "ingest/ingest.h"
 
 #define SCAN_TX 256        /* registrations per transaction */
-#define ROUND_BATCHES 32   /* batches of waiting items per engine run */
+#define CLAIM_BATCHES 4    /* batches of waiting items per claim (rule 3) */
 
 struct http_precompute {
     struct store *st;
@@ -55,11 +67,13 @@ struct http_precompute {
     pthread_cond_t cv;
     int stop;
     int rescan;           /* the catalog changed: scan again (rule 5) */
-    int64_t wake_seq;     /* lowest seq woken for, INT64_MAX: none */
+    int woken;            /* an item waits (http_precompute_wake) */
     struct http_precompute_progress pr;
     struct ingest_counts n; /* the engine's counts (worker thread only) */
     struct ingest_hooks h;  /* the worker's hooks into the engine */
-    struct http_failed *failed; /* items that failed, with reasons (rule 6) */
+    char owner[STORE_OWNER_MAX]; /* claim owner: host:pid:random (rule 3) */
+    int lease_s;            /* claim lease, seconds */
+    double renewed;         /* when the leases were last renewed (mono_now) */
     char **caught;          /* this run's failure messages (worker thread) */
     size_t ncaught, capcaught;
 };
@@ -124,6 +138,14 @@ static void on_progress(void *ctx, const struct ingest_progress *p)
     pthread_mutex_lock(&pc->mu);
     pc->pr.embedded = pc->n.embedded;
     pthread_mutex_unlock(&pc->mu);
+    /* rule 3: a live worker keeps its claim (called between transactions) */
+    double now = mono_now();
+    if (now - pc->renewed >= pc->lease_s / 3.0) {
+        struct err e;
+        if (store_claims_renew(pc->st, pc->owner, pc->lease_s, NULL, &e))
+            logf_(pc, "precompute: cannot renew leases: %s", e.msg);
+        pc->renewed = now;
+    }
 }
 
 static int on_stop(void *ctx)
@@ -135,17 +157,18 @@ static int on_stop(void *ctx)
     return s;
 }
 
-/* Sleeps ms or until stopped/woken; returns 1 when stopping. */
-static int nap(struct http_precompute *pc, int ms, int until_woken)
+/* Sleeps ms (< 0: no limit) or until stopped, and with until_woken also
+ * until woken; returns 1 when stopping. */
+static int nap(struct http_precompute *pc, int64_t ms, int until_woken)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = (int64_t)ts.tv_nsec + (int64_t)ms * 1000000;
+    int64_t ns = (int64_t)ts.tv_nsec + (ms > 0 ? ms : 0) * 1000000;
     ts.tv_sec += ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&pc->mu);
-    while (!pc->stop && !(until_woken && (pc->wake_seq != INT64_MAX || pc->rescan))) {
-        if (!until_woken) {
+    while (!pc->stop && !(until_woken && (pc->woken || pc->rescan))) {
+        if (ms >= 0) {
             if (pthread_cond_timedwait(&pc->cv, &pc->mu, &ts) == ETIMEDOUT)
                 break;
         } else {
@@ -180,15 +203,12 @@ static struct ingest_run_opts run_opts(const struct http_precompute *pc)
     return (struct ingest_run_opts){.batch = pc->o.batch, .decoders = d};
 }
 
-/* Rule 6: failed jobs recorded with their reasons, embedded ones forgotten. */
+/* Rule 6: failed jobs marked failed in the store, with their reasons and
+ * their files' size and mtime now (an embedding ends the state). */
 static void note_outcomes(struct http_precompute *pc, const struct ingest_jobs *js)
 {
     for (size_t i = 0; i < js->n; i++) {
         const struct ingest_job *j = &js->v[i];
-        if (j->outcome == INGEST_EMBEDDED || j->outcome == INGEST_SAME) {
-            http_failed_clear(pc->failed, j->id);
-            continue;
-        }
         if (j->outcome != INGEST_FAILED && j->outcome != INGEST_NOT_IMAGE)
             continue;
         const char *reason = "could not be embedded";
@@ -198,24 +218,17 @@ static void note_outcomes(struct http_precompute *pc, const struct ingest_jobs *
                 reason = pc->caught[k] + pl + 1 + (pc->caught[k][pl + 1] == ' ');
                 break;
             }
-        http_failed_set(pc->failed, j->id, j->path, reason);
+        struct stat sb;
+        int known = j->path && stat(j->path, &sb) == 0;
+        struct err fe;
+        if (store_set_failed(pc->st, j->id, reason, known ? (int64_t)sb.st_size : -1,
+                             known ? (int64_t)sb.st_mtim.tv_sec : -1, &fe) &&
+            fe.code != ERR_NOT_FOUND)
+            logf_(pc, "precompute: cannot mark %s failed: %s", j->path, fe.msg);
     }
     for (size_t k = 0; k < pc->ncaught; k++)
         free(pc->caught[k]);
     pc->ncaught = 0;
-}
-
-/* Rule 6: leaves out the waiting items that failed on the same file. */
-static void skip_failed(struct http_precompute *pc, struct ingest_jobs *js)
-{
-    size_t keep = 0;
-    for (size_t i = 0; i < js->n; i++) {
-        if (http_failed_unchanged(pc->failed, js->v[i].id))
-            ingest_job_clear(&js->v[i]);
-        else
-            js->v[keep++] = js->v[i];
-    }
-    js->n = keep;
 }
 
 /* ---- the scan ------------------------------------------------------------ */
@@ -241,7 +254,7 @@ static int register_file(struct http_precompute *pc, const struct ingest_job *j,
         .metadata = j->metadata,
     };
     struct err pe;
-    int rc = store_put(pc->st, &it, NULL, &pe);
+    int rc = store_register(pc->st, &it, NULL, &pe); /* rule 1 */
     if (rc == -ERR_INVALID_ARGUMENT || rc == -ERR_INVALID_UTF8) {
         char msg[ERR_MSG_MAX + 64];
         snprintf(msg, sizeof msg, "%s: %s", j->path, pe.msg);
@@ -342,26 +355,60 @@ static int scan(struct http_precompute *pc, int prune, struct err *err)
 
 /* ---- embedding --------------------------------------------------------------- */
 
-/* One round: embeds up to ROUND_BATCHES batches of waiting items after
- * *cursor. Returns the number of items looked at (0: none left), or a
- * negative store error (-ERR_INTERRUPTED when stopping). */
-static int round_(struct http_precompute *pc, int64_t *cursor, struct err *err)
+/* Rule 3: gives back the claims of processes of this host that are gone
+ * (killed: they released nothing), so a server restarted after kill -9
+ * does not wait for its old lease. An owner is host:pid:random; this
+ * process's pid with another random part is a previous life of it (a
+ * container's pid 1). Returns how many owners were released. */
+static int release_dead(struct http_precompute *pc)
+{
+    char **owners = NULL;
+    size_t n = 0;
+    struct err e;
+    if (store_claim_owners(pc->st, &owners, &n, &e))
+        return 0;
+    const char *mine = strrchr(pc->owner, ':');
+    size_t hl = (size_t)(strchr(pc->owner, ':') - pc->owner); /* host length */
+    int released = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *o = owners[i], *last = strrchr(o, ':');
+        if (!last || strcmp(o, pc->owner) == 0 || strncmp(o, pc->owner, hl + 1))
+            continue; /* not of this host, or this worker */
+        char *end;
+        long pid = strtol(o + hl + 1, &end, 10);
+        if (end != last || pid < 1)
+            continue;
+        int gone = pid == (long)getpid() ? strcmp(last, mine) != 0
+                                          : kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if (gone && !store_claims_renew(pc->st, o, 0, NULL, &e)) {
+            logf_(pc, "precompute: gave back the claim of %s (the process is gone)", o);
+            released++;
+        }
+    }
+    store_owners_free(owners, n);
+    return released;
+}
+
+/* One round: claims up to CLAIM_BATCHES batches of waiting items (rule 3)
+ * and embeds them. Returns the number of items claimed (0: none; then
+ * *retry_ms says when a lease runs out, -1 none), or a negative store
+ * error (-ERR_INTERRUPTED when stopping). */
+static int round_(struct http_precompute *pc, int64_t *retry_ms, struct err *err)
 {
     struct ingest_jobs js = {0};
     struct ingest_run_opts ro = run_opts(pc);
-    int64_t last = *cursor;
-    long failed0 = pc->n.failed;
-    size_t limit = (size_t)pc->o.batch * ROUND_BATCHES;
-    int rc = ingest_waiting(pc->st, *cursor, limit, &pc->h, &pc->n, &js, &last, err);
-    int looked = (int)js.n + (int)(pc->n.failed - failed0);
-    skip_failed(pc, &js);
+    size_t claimed = 0;
+    int rc = ingest_claim(pc->st, pc->owner, pc->lease_s, pc->o.batch * CLAIM_BATCHES, &pc->h,
+                          &pc->n, &js, &claimed, retry_ms, err);
+    pc->renewed = mono_now();
+    if (!rc && !claimed && *retry_ms > 0 && release_dead(pc))
+        *retry_ms = 1; /* claim again at once */
     if (!rc)
         rc = ingest_run(pc->st, pc->p, &js, &ro, &pc->h, &pc->n, err);
     note_outcomes(pc, &js);
     on_progress(pc, NULL);
     ingest_jobs_free(&js);
-    *cursor = last;
-    return rc ? rc : looked;
+    return rc ? rc : (int)claimed;
 }
 
 static void report_scan(struct http_precompute *pc, double secs)
@@ -374,22 +421,14 @@ static void report_scan(struct http_precompute *pc, double secs)
           (long long)p.unchanged);
 }
 
-/* Rule 5: the catalog again, pruned; the cursor back to 0 when a file was
- * new or changed. */
-static int rescan_(struct http_precompute *pc, int64_t *cursor, struct err *err)
+/* Rule 5: the catalog again, pruned. */
+static int rescan_(struct http_precompute *pc, struct err *err)
 {
-    struct http_precompute_progress before;
-    http_precompute_progress(pc, &before);
     set_state(pc, HTTP_PC_SCANNING);
     pthread_mutex_lock(&pc->mu);
     pc->pr.unchanged = 0; /* counted again by this scan */
     pthread_mutex_unlock(&pc->mu);
     int rc = scan(pc, 1, err);
-    http_failed_prune(pc->failed); /* files gone: no longer failed */
-    struct http_precompute_progress after;
-    http_precompute_progress(pc, &after);
-    if (after.added != before.added || after.changed != before.changed)
-        *cursor = 0;
     set_state(pc, HTTP_PC_EMBEDDING);
     return rc;
 }
@@ -397,23 +436,19 @@ static int rescan_(struct http_precompute *pc, int64_t *cursor, struct err *err)
 /* Embeds waiting items until stopped, sleeping when none are left. */
 static int embed_loop(struct http_precompute *pc, struct err *err)
 {
-    int64_t cursor = 0;
     int reported = 0, rc_ = 0;
     for (;;) {
         pthread_mutex_lock(&pc->mu);
-        if (pc->wake_seq != INT64_MAX) {
-            if (pc->wake_seq - 1 < cursor)
-                cursor = pc->wake_seq - 1;
-            pc->wake_seq = INT64_MAX;
-        }
+        pc->woken = 0;
         int stop = pc->stop, rescan = pc->rescan;
         pc->rescan = 0;
         pthread_mutex_unlock(&pc->mu);
         if (stop)
             return 0;
-        if (rescan && (rc_ = rescan_(pc, &cursor, err)))
+        if (rescan && (rc_ = rescan_(pc, err)))
             return rc_ == -ERR_INTERRUPTED ? 0 : rc_;
-        int r = round_(pc, &cursor, err);
+        int64_t retry = -1;
+        int r = round_(pc, &retry, err);
         if (r == -ERR_INTERRUPTED)
             return 0;
         if (r < 0)
@@ -432,7 +467,9 @@ static int embed_loop(struct http_precompute *pc, struct err *err)
             reported = 1;
         }
         set_state(pc, HTTP_PC_IDLE);
-        if (nap(pc, 0, 1))
+        /* rule 3: until woken, a lease runs out, or one lease at most */
+        int64_t most = (int64_t)pc->lease_s * 1000;
+        if (nap(pc, retry > 0 && retry + 50 < most ? retry + 50 : most, 1))
             return 0;
     }
 }
@@ -481,6 +518,9 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
         return err_set(err, ERR_INVALID_ARGUMENT, "precompute batch %d (1..256)", o->batch);
     if (o->decoders < 0 || o->decoders > 64)
         return err_set(err, ERR_INVALID_ARGUMENT, "precompute decoders %d (0..64)", o->decoders);
+    if (o->lease_seconds < 0 || o->lease_seconds > STORE_LEASE_MAX)
+        return err_set(err, ERR_INVALID_ARGUMENT, "lease of %d s (1..%d)", o->lease_seconds,
+                       STORE_LEASE_MAX);
     struct http_precompute *pc = calloc(1, sizeof *pc);
     if (!pc)
         return err_set(err, ERR_NOMEM, "out of memory");
@@ -488,19 +528,24 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
     pc->p = p;
     pc->sched = b;
     pc->o = *o;
-    pc->wake_seq = INT64_MAX;
     pc->pr.state = o->nroots ? HTTP_PC_SCANNING : HTTP_PC_EMBEDDING;
-    int frc = http_failed_new(&pc->failed, err);
-    if (frc) {
-        free(pc);
-        return frc;
+    pc->lease_s = o->lease_seconds ? o->lease_seconds : HTTP_PC_LEASE_DEFAULT;
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rnd = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)(uintptr_t)pc;
     }
+    snprintf(pc->owner, sizeof pc->owner, "%s:%ld:%08llx", host, (long)getpid(),
+             (unsigned long long)(rnd & 0xffffffffull));
     pc->h = (struct ingest_hooks){.fail = on_fail, .progress = on_progress, .stop = on_stop,
                                   .embed = on_embed, .ctx = pc};
     pthread_mutex_init(&pc->mu, NULL);
     pthread_cond_init(&pc->cv, NULL);
     if (pthread_create(&pc->th, NULL, run, pc) != 0) {
-        http_failed_free(pc->failed);
         pthread_mutex_destroy(&pc->mu);
         pthread_cond_destroy(&pc->cv);
         free(pc);
@@ -512,20 +557,18 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
 
 void http_precompute_wake(struct http_precompute *pc, int64_t seq)
 {
+    (void)seq; /* a claim takes the oldest waiting items (rule 3) */
     if (!pc)
         return;
     pthread_mutex_lock(&pc->mu);
-    if (seq < 1)
-        seq = 1;
-    if (seq < pc->wake_seq)
-        pc->wake_seq = seq;
+    pc->woken = 1;
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
 }
 
-struct http_failed *http_precompute_failed(struct http_precompute *pc)
+const char *http_precompute_owner(struct http_precompute *pc)
 {
-    return pc ? pc->failed : NULL;
+    return pc ? pc->owner : NULL;
 }
 
 void http_precompute_rescan(struct http_precompute *pc)
@@ -554,10 +597,12 @@ void http_precompute_stop(struct http_precompute *pc)
     pthread_cond_broadcast(&pc->cv);
     pthread_mutex_unlock(&pc->mu);
     pthread_join(pc->th, NULL);
+    /* rule 3: what this worker claimed and did not finish goes back now */
+    struct err e;
+    store_claims_renew(pc->st, pc->owner, 0, NULL, &e);
     for (size_t k = 0; k < pc->ncaught; k++)
         free(pc->caught[k]);
     free(pc->caught);
-    http_failed_free(pc->failed);
     pthread_mutex_destroy(&pc->mu);
     pthread_cond_destroy(&pc->cv);
     free(pc);

@@ -15,6 +15,12 @@
  * (even after SIGKILL) resumes from the store's waiting items and never
  * embeds a finished item again. The worker then sleeps until
  * http_precompute_wake (an asynchronous PUT).
+ *
+ * Several servers on one store (PostgreSQL) share the work: waiting items
+ * are taken in leased claims (store_claim_waiting), so each is embedded
+ * once, and a killed server's claim is taken over when its lease runs
+ * out. An item that cannot be embedded is marked failed in the store
+ * (store_set_failed): no server tries it again until its file changes.
  */
 #ifndef IMGSEARCH_HTTP_PRECOMPUTE_H
 #define IMGSEARCH_HTTP_PRECOMPUTE_H
@@ -28,6 +34,8 @@
 
 struct http_precompute;
 
+#define HTTP_PC_LEASE_DEFAULT 120 /* seconds a claim of waiting items lasts */
+
 struct http_precompute_opts {
     const char *const *roots;    /* catalog folders, absolute and resolved */
     const char *const *prefixes; /* id prefix per root ("" or "name/") */
@@ -35,6 +43,7 @@ struct http_precompute_opts {
     int batch;                   /* images per round (1..256) */
     int pause_ms;                /* sleep after each batch (0: none) */
     int decoders;                /* decoder threads (0: half the CPUs) */
+    int lease_seconds;           /* lease of a claim (0: HTTP_PC_LEASE_DEFAULT) */
     void (*log)(void *ctx, const char *msg); /* progress and failures; may be NULL */
     void *log_ctx;
 };
@@ -57,7 +66,8 @@ struct http_precompute_progress {
     int64_t waiting_at_start; /* items waiting when embedding began, plus the
                                  changed files the scan embedded again */
     int64_t embedded;         /* embeddings written by this run */
-    int64_t failed;           /* items that could not be embedded */
+    int64_t failed;           /* items this run could not embed (the store
+                                 counts the failed items: store_count_failed) */
     char last_error[ERR_MSG_MAX]; /* the latest failure, "" if none */
 };
 
@@ -68,7 +78,8 @@ int http_precompute_start(struct http_precompute **out, struct store *st, struct
                           struct pipe_sched *b, const struct http_precompute_opts *o,
                           struct err *err);
 
-/* An item with sequence number seq now waits for an embedding. */
+/* An item with sequence number seq now waits for an embedding: the worker
+ * claims again at once (the oldest waiting items first). */
 void http_precompute_wake(struct http_precompute *pc, int64_t seq);
 
 void http_precompute_progress(struct http_precompute *pc, struct http_precompute_progress *out);
@@ -76,14 +87,12 @@ void http_precompute_progress(struct http_precompute *pc, struct http_precompute
 /* The catalog changed (the watcher, src/ingest/watch.h): the worker walks
  * the roots again at its next turn, through the same walk, plan and
  * engine as the start-up scan, and also removes the items whose files
- * vanished (ingest_prune). Items that failed are retried only when a
- * rescan found a new or changed file. */
+ * vanished (ingest_prune). A failed item is claimed again once the scan
+ * saw its file with another size or mtime. */
 void http_precompute_rescan(struct http_precompute *pc);
 
-/* The items that could not be embedded, with their reasons (failed.h):
- * owned by pc, valid until http_precompute_stop. An item stays failed, and
- * is not tried again, until its file changes. */
-struct http_failed *http_precompute_failed(struct http_precompute *pc);
+/* The owner id of this worker's claims (host:pid:random), owned by pc. */
+const char *http_precompute_owner(struct http_precompute *pc);
 
 /* Finishes the round in progress, stops the thread and frees pc (NULL: no-op). */
 void http_precompute_stop(struct http_precompute *pc);

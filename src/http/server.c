@@ -805,6 +805,7 @@ int http_server_load(struct http_server *s, struct err *err)
         .nroots = s->nroots,
         .batch = c->max_batch,
         .pause_ms = c->precompute_pause_ms,
+        .lease_seconds = c->lease_seconds,
         .log = precompute_log,
         .log_ctx = s,
     };

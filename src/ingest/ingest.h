@@ -12,6 +12,8 @@
  *                   sidecar metadata written; ingest_prune deletes the
  *                   items whose files vanished
  *   ingest_waiting  the store's items that wait for an embedding -> jobs
+ *   ingest_claim    the same, leased to one of several processes that
+ *                   share the store (store_claim_waiting)
  *   ingest_run      jobs -> decoder threads (read, sniff, hash, decode,
  *                   preprocess) -> a bounded queue -> batched inference ->
  *                   one store transaction per batch
@@ -286,6 +288,16 @@ int ingest_prune(struct store *st, const struct ingest_walk *w, struct ingest_co
 int ingest_waiting(struct store *st, int64_t after, size_t limit, const struct ingest_hooks *h,
                    struct ingest_counts *n, struct ingest_jobs *js, int64_t *last,
                    struct err *err);
+
+/* Like ingest_waiting, for one of several processes sharing the store:
+ * claims up to limit waiting items for owner with a lease of
+ * lease_seconds (store_claim_waiting) and appends their jobs. An item with
+ * no source fails and is marked failed in the store (never claimed
+ * again). *claimed gets the items claimed; *retry_ms (may be NULL)
+ * store_claim_waiting's. */
+int ingest_claim(struct store *st, const char *owner, int lease_seconds, int limit,
+                 const struct ingest_hooks *h, struct ingest_counts *n, struct ingest_jobs *js,
+                 size_t *claimed, int64_t *retry_ms, struct err *err);
 
 /* ---- the engine -------------------------------------------------------------- */
 

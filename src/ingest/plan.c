@@ -446,11 +446,42 @@ int ingest_prune(struct store *st, const struct ingest_walk *w, struct ingest_co
 
 /* ---- waiting items ------------------------------------------------------------ */
 
+/* Appends the job for waiting item it (taking its strings); an item with
+ * no source fails (reported; *no_source gets 1). */
+static int waiting_job(struct store_item *it, const struct ingest_hooks *h,
+                       struct ingest_counts *n, struct ingest_jobs *js, int *no_source,
+                       struct err *err)
+{
+    *no_source = 0;
+    if (!it->source || !*it->source) {
+        char msg[STORE_ID_MAX + 64];
+        snprintf(msg, sizeof msg, "item '%s': no source to embed it from", it->id);
+        ingest__fail(h, n, msg);
+        *no_source = 1;
+        return 0;
+    }
+    struct ingest_job j = {
+        .path = strdup(it->source),
+        .id = it->id,
+        .kind = INGEST_WAITING,
+        .explicit_file = 1,
+        .size = -1,
+        .mtime = -1,
+    };
+    it->id = NULL;
+    job_saw(&j, it);
+    if (!j.path) {
+        ingest_job_clear(&j);
+        return err_set(err, ERR_NOMEM, "no memory");
+    }
+    return jobs_push(js, &j, err);
+}
+
 int ingest_waiting(struct store *st, int64_t after, size_t limit, const struct ingest_hooks *h,
                    struct ingest_counts *n, struct ingest_jobs *js, int64_t *last,
                    struct err *err)
 {
-    int rc = 0;
+    int rc = 0, none;
     size_t taken = 0;
     *last = after;
     for (;;) {
@@ -461,36 +492,38 @@ int ingest_waiting(struct store *st, int64_t after, size_t limit, const struct i
         if ((rc = store_waiting(st, after, page, &items, &k, &next, err)))
             break;
         for (size_t i = 0; i < k && !rc; i++) {
-            struct store_item *it = &items[i];
-            *last = it->seq;
+            *last = items[i].seq;
             taken++;
-            if (!it->source || !*it->source) {
-                char msg[STORE_ID_MAX + 64];
-                snprintf(msg, sizeof msg, "item '%s': no source to embed it from", it->id);
-                ingest__fail(h, n, msg);
-                continue;
-            }
-            struct ingest_job j = {
-                .path = strdup(it->source),
-                .id = it->id,
-                .kind = INGEST_WAITING,
-                .explicit_file = 1,
-                .size = -1,
-                .mtime = -1,
-            };
-            it->id = NULL;
-            job_saw(&j, it);
-            if (!j.path) {
-                ingest_job_clear(&j);
-                rc = err_set(err, ERR_NOMEM, "no memory");
-                break;
-            }
-            rc = jobs_push(js, &j, err);
+            rc = waiting_job(&items[i], h, n, js, &none, err);
         }
         store_items_free(items, k);
         if (rc || !next || (limit && taken >= limit))
             break;
         after = next;
     }
+    return rc;
+}
+
+int ingest_claim(struct store *st, const char *owner, int lease_seconds, int limit,
+                 const struct ingest_hooks *h, struct ingest_counts *n, struct ingest_jobs *js,
+                 size_t *claimed, int64_t *retry_ms, struct err *err)
+{
+    struct store_item *items = NULL;
+    size_t k = 0;
+    *claimed = 0;
+    int rc = store_claim_waiting(st, owner, lease_seconds, limit, &items, &k, retry_ms, err);
+    for (size_t i = 0; i < k && !rc; i++) {
+        int none = 0;
+        char *id = strdup(items[i].id);
+        rc = id ? waiting_job(&items[i], h, n, js, &none, err)
+                : err_set(err, ERR_NOMEM, "no memory");
+        if (!rc && none) { /* failed for good: not claimed again */
+            struct err fe;
+            store_set_failed(st, id, "no source to embed it from", -1, -1, &fe);
+        }
+        free(id);
+    }
+    store_items_free(items, k);
+    *claimed = k;
     return rc;
 }

@@ -124,6 +124,7 @@ int store_open(struct store **out, const char *target, const struct store_option
     st->saved_covered = -1;
     atomic_init(&st->n_items, -1);
     atomic_init(&st->n_waiting, -1);
+    atomic_init(&st->n_failed, -1);
     st->name = display_name(target);
     if (!st->name) {
         store_close(st, NULL);
@@ -482,7 +483,7 @@ static int check_metadata(const char *md, char **out, struct err *err)
 
 /* ---- writes ------------------------------------------------------------ */
 
-static int put(struct store *st, const struct store_item *it, int *is_new,
+static int put(struct store *st, const struct store_item *it, int keep_same, int *is_new,
                struct store_item *out, struct err *err)
 {
     int rc = check_id(it->id, err);
@@ -504,7 +505,7 @@ static int put(struct store *st, const struct store_item *it, int *is_new,
     char *md = NULL;
     if ((rc = check_metadata(it->metadata ? it->metadata : "{}", &md, err)))
         return rc;
-    rc = st->ops->put(st, it, md, is_new, out, err);
+    rc = st->ops->put(st, it, md, keep_same, is_new, out, err);
     free(md);
     rc = after_write(st, rc, err);
     if (rc && out)
@@ -514,14 +515,23 @@ static int put(struct store *st, const struct store_item *it, int *is_new,
 
 int store_put(struct store *st, const struct store_item *it, int *is_new, struct err *err)
 {
-    return put(st, it, is_new, NULL, err);
+    return put(st, it, 0, is_new, NULL, err);
+}
+
+int store_register(struct store *st, const struct store_item *it, int *is_new,
+                   struct err *err)
+{
+    if (it->embedding)
+        return err_set(err, ERR_INVALID_ARGUMENT, "%s: a registered item has no embedding",
+                       it->id ? it->id : "?");
+    return put(st, it, 1, is_new, NULL, err);
 }
 
 int store_put_get(struct store *st, const struct store_item *it, int *is_new,
                   struct store_item *out, struct err *err)
 {
     memset(out, 0, sizeof *out);
-    return put(st, it, is_new, out, err);
+    return put(st, it, 0, is_new, out, err);
 }
 
 int store_put_embedding(struct store *st, const char *id, const float *v, struct err *err)
@@ -533,6 +543,120 @@ int store_put_embedding(struct store *st, const char *id, const float *v, struct
         return err_set(err, ERR_INVALID_ARGUMENT,
                        "%s: the embedding is not finite or too close to zero", id);
     return after_write(st, st->ops->put_embedding(st, id, v, err), err);
+}
+
+/* ---- leased claims and the failed state --------------------------------- */
+
+static int check_owner(const char *owner, int lease_s, int lease_min, struct err *err)
+{
+    if (!owner || !*owner || strlen(owner) > STORE_OWNER_MAX || !utf8_valid(owner))
+        return err_set(err, ERR_INVALID_ARGUMENT, "a claim owner is 1..%d bytes of UTF-8",
+                       STORE_OWNER_MAX);
+    if (lease_s < lease_min || lease_s > STORE_LEASE_MAX)
+        return err_set(err, ERR_INVALID_ARGUMENT, "lease of %d s is outside [%d, %d]", lease_s,
+                       lease_min, STORE_LEASE_MAX);
+    return 0;
+}
+
+static int cmp_item_seq(const void *a, const void *b)
+{
+    int64_t x = ((const struct store_item *)a)->seq, y = ((const struct store_item *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+int store_claim_waiting(struct store *st, const char *owner, int lease_seconds, int limit,
+                        struct store_item **items, size_t *n, int64_t *retry_ms,
+                        struct err *err)
+{
+    *items = NULL;
+    *n = 0;
+    if (retry_ms)
+        *retry_ms = 0;
+    int rc = check_owner(owner, lease_seconds, 1, err);
+    if (rc)
+        return rc;
+    if (limit < 1 || limit > 10000)
+        return err_set(err, ERR_INVALID_ARGUMENT, "limit %d is outside [1, 10000]", limit);
+    struct store_item *a = calloc((size_t)limit, sizeof *a);
+    if (!a)
+        return err_set(err, ERR_NOMEM, "no memory");
+    size_t k = 0;
+    int64_t retry = 0;
+    rc = st->ops->claim(st, owner, lease_seconds, limit, a, &k, &retry, err);
+    if (rc) {
+        store_items_free(a, k);
+        return rc;
+    }
+    /* RETURNING gives rows in no promised order */
+    qsort(a, k, sizeof *a, cmp_item_seq);
+    if (!k) {
+        free(a);
+        a = NULL;
+    }
+    *items = a;
+    *n = k;
+    if (retry_ms)
+        *retry_ms = k ? 0 : retry;
+    return 0;
+}
+
+int store_claims_renew(struct store *st, const char *owner, int lease_seconds, int64_t *n,
+                       struct err *err)
+{
+    int64_t dummy;
+    int rc = check_owner(owner, lease_seconds, 0, err);
+    return rc ? rc : st->ops->renew(st, owner, lease_seconds, n ? n : &dummy, err);
+}
+
+#define OWNERS_MAX 10000 /* owners listed at most */
+
+int store_claim_owners(struct store *st, char ***owners, size_t *n, struct err *err)
+{
+    *owners = NULL;
+    *n = 0;
+    char **a = calloc(OWNERS_MAX, sizeof *a);
+    if (!a)
+        return err_set(err, ERR_NOMEM, "no memory");
+    size_t k = 0;
+    int rc = st->ops->owners(st, OWNERS_MAX, a, &k, err);
+    if (rc || !k) {
+        store_owners_free(a, k);
+        return rc;
+    }
+    *owners = a;
+    *n = k;
+    return 0;
+}
+
+void store_owners_free(char **owners, size_t n)
+{
+    for (size_t i = 0; owners && i < n; i++)
+        free(owners[i]);
+    free(owners);
+}
+
+int store_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
+                     int64_t mtime, struct err *err)
+{
+    int rc = check_id(id, err);
+    if (rc)
+        return rc;
+    /* the reason names a file, whose name may hold any bytes: kept as
+     * UTF-8 (bad bytes as U+FFFD), cut to ERR_MSG_MAX bytes on a
+     * character boundary */
+    char *r = utf8_repair(reason && *reason ? reason : "could not be embedded");
+    if (!r)
+        return err_set(err, ERR_NOMEM, "no memory");
+    size_t l = strlen(r);
+    if (l >= ERR_MSG_MAX) {
+        l = ERR_MSG_MAX - 1;
+        while (l && ((unsigned char)r[l] & 0xc0) == 0x80)
+            l--;
+        r[l] = 0;
+    }
+    rc = st->ops->set_failed(st, id, r, size < 0 ? -1 : size, mtime < 0 ? -1 : mtime, err);
+    free(r);
+    return after_write(st, rc, err);
 }
 
 int store_delete(struct store *st, const char *id, struct err *err)
@@ -594,6 +718,7 @@ void store_item_clear(struct store_item *it)
     free(it->metadata);
     free(it->embedding);
     free(it->model);
+    free(it->error);
     memset(it, 0, sizeof *it);
 }
 
@@ -683,6 +808,19 @@ int store_count_waiting(struct store *st, int64_t *n, struct err *err)
     if (!rc && !store__in_batch(st))
         atomic_store(&st->n_waiting, *n);
     return rc;
+}
+
+int store_count_failed(struct store *st, int64_t *n, struct err *err)
+{
+    int rc = st->ops->count(st, 2, n, err);
+    if (!rc && !store__in_batch(st))
+        atomic_store(&st->n_failed, *n);
+    return rc;
+}
+
+int64_t store_failed_cached(struct store *st)
+{
+    return atomic_load(&st->n_failed);
 }
 
 void store_counts_cached(struct store *st, int64_t *items, int64_t *waiting)

@@ -130,6 +130,8 @@ struct store_item {
     int64_t created_at;  /* seconds since the epoch (read only) */
     int64_t updated_at;  /* seconds since the epoch (read only) */
     int has_embedding;   /* read only: 1 when an embedding is stored */
+    char *error;         /* read only: why it could not be embedded (the
+                            failed state, store_set_failed), or NULL */
 };
 
 /* Frees the strings and embedding of an item filled by the store and zeroes
@@ -156,6 +158,16 @@ int store_put(struct store *st, const struct store_item *it, int *is_new,
  * deletes the item the moment the write commits. On error out is zeroed. */
 int store_put_get(struct store *st, const struct store_item *it, int *is_new,
                   struct store_item *out, struct err *err);
+
+/* store_put for a scan that registers a file as a waiting item (no
+ * embedding): when item it->id exists with the same source, size and mtime,
+ * it is left as it is (another process's scan registered it, and may have
+ * embedded it since); otherwise store_put. Several processes scanning one
+ * catalog into one store thus register each file once and never undo each
+ * other's embeddings. *is_new as store_put's; ERR_INVALID_ARGUMENT when it
+ * has an embedding. */
+int store_register(struct store *st, const struct store_item *it, int *is_new,
+                   struct err *err);
 
 /* Sets the embedding (dim floats) of item id; ERR_NOT_FOUND if absent. */
 int store_put_embedding(struct store *st, const char *id, const float *v,
@@ -185,16 +197,72 @@ int store_list(struct store *st, int64_t after, int limit, struct store_item **i
 int store_waiting(struct store *st, int64_t after, int limit, struct store_item **items,
                   size_t *n, int64_t *next, struct err *err);
 
-/* Items, and items without an embedding: one row kept by triggers (schema
- * version 2), so counting costs the same for any number of items. */
+/* Items, items without an embedding, and failed items (store_set_failed):
+ * one row kept by triggers (the embedded store's schema 2, the failed count
+ * from 3; PostgreSQL's 1 and 2), so counting costs the same for any number
+ * of items. */
 int store_count(struct store *st, int64_t *n, struct err *err);
 int store_count_waiting(struct store *st, int64_t *n, struct err *err);
+int store_count_failed(struct store *st, int64_t *n, struct err *err);
 
 /* The counts as of this process's last commit or count, without touching
  * the database or taking a lock: for a thread that must not wait (a poll
  * thread answering /health). Another process's writes show up at this
  * process's next commit or count. -1 when never read. */
 void store_counts_cached(struct store *st, int64_t *items, int64_t *waiting);
+int64_t store_failed_cached(struct store *st);
+
+/* ---- leased claims: several processes share the waiting items ----------
+ *
+ * A process that embeds waiting items claims a few at a time for an owner
+ * (a string unique to it: host, pid and a random part) with a lease that
+ * expires. A claimed item is not claimed again (by anyone) until its lease
+ * expires, so processes sharing a store embed each item once; the items
+ * of a process that dies are claimed again by the others once its lease
+ * runs out. Writing an embedding (store_put with one, store_put_embedding)
+ * ends the lease. Lease times are the database's clock (PostgreSQL) or
+ * the machine's (the embedded store). */
+
+#define STORE_OWNER_MAX 256   /* bytes in a claim owner */
+#define STORE_LEASE_MAX 86400 /* seconds of a lease */
+
+/* Claims up to limit (1..10000) waiting items, oldest first: items without
+ * an embedding, not failed (store_set_failed), and not leased (no lease, or
+ * one that expired; an owner's own lease counts too: an owner claims an
+ * item once per lease). Each gets a lease of lease_seconds
+ * (1..STORE_LEASE_MAX) for owner. *items (seq order, without embeddings;
+ * store_items_free) and *n get them. When none is claimed, *retry_ms (may
+ * be NULL) gets the milliseconds until the first lease on a waiting item
+ * runs out (a claim may then find it), or -1 when no item waits but failed
+ * ones; otherwise 0. One statement: concurrent claims never share an item
+ * (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write transaction). */
+int store_claim_waiting(struct store *st, const char *owner, int lease_seconds, int limit,
+                        struct store_item **items, size_t *n, int64_t *retry_ms,
+                        struct err *err);
+
+/* Renews the leases owner holds on waiting items to lease_seconds from now
+ * (a live owner keeps its claims while it works through them), or, with
+ * lease_seconds 0, releases them (a stopping owner gives its claims back at
+ * once). *n (may be NULL) gets how many. */
+int store_claims_renew(struct store *st, const char *owner, int lease_seconds, int64_t *n,
+                       struct err *err);
+
+/* The owners that hold leases on waiting items (expired ones included),
+ * each once: *owners is malloc'd, n strings (store_owners_free). What a
+ * process that knows the owners' naming does to give back the claims of
+ * owners it knows are dead (store_claims_renew with 0). */
+int store_claim_owners(struct store *st, char ***owners, size_t *n, struct err *err);
+void store_owners_free(char **owners, size_t n);
+
+/* The failed state: item id could not be embedded, for reason (a message,
+ * at most ERR_MSG_MAX bytes kept), when its file had size and mtime (-1:
+ * unknown). A failed item is not claimed again; it shows its reason in
+ * store_item.error, and counts in store_count_failed. The state ends when
+ * an embedding is written, or when a put (a scan that saw the file change)
+ * writes another size or mtime than those at failure. ERR_NOT_FOUND if
+ * absent. Ends the item's lease. */
+int store_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
+                     int64_t mtime, struct err *err);
 
 /* The item whose source is `source` (the oldest if several), without its
  * embedding: an indexer compares size, mtime and sha256 to skip unchanged

@@ -34,9 +34,13 @@ struct store_ops {
     const char *kind; /* "sqlite", "postgresql" */
     void (*close)(struct store *st);
     /* it is validated; md is the metadata text to store ("{}" for none);
-     * out (may be NULL) gets the row as written, without the embedding */
-    int (*put)(struct store *st, const struct store_item *it, const char *md, int *is_new,
-               struct store_item *out, struct err *err);
+     * out (may be NULL) gets the row as written, without the embedding;
+     * keep_same: store_register's rule (an existing row with the same
+     * source, size and mtime is left alone, *is_new 0). A put with an
+     * embedding ends the failed state and the lease; one without ends the
+     * failed state when size or mtime differ from those at failure. */
+    int (*put)(struct store *st, const struct store_item *it, const char *md, int keep_same,
+               int *is_new, struct store_item *out, struct err *err);
     int (*put_embedding)(struct store *st, const char *id, const float *v, struct err *err);
     int (*del)(struct store *st, const char *id, struct err *err);
     /* by id (with the embedding) or by source (without) */
@@ -48,8 +52,19 @@ struct store_ops {
      * embedding) into a[], *k of them */
     int (*list)(struct store *st, int waiting, int64_t after, int max, struct store_item *a,
                 size_t *k, struct err *err);
-    /* which: 0 items, 1 waiting */
+    /* which: 0 items, 1 waiting, 2 failed */
     int (*count)(struct store *st, int which, int64_t *n, struct err *err);
+    /* store_claim_waiting (arguments checked): up to max rows into a[] (in
+     * any order), *k of them; *retry_ms as store.h says */
+    int (*claim)(struct store *st, const char *owner, int lease_s, int max, struct store_item *a,
+                 size_t *k, int64_t *retry_ms, struct err *err);
+    /* store_claims_renew (lease_s 0: release) */
+    int (*renew)(struct store *st, const char *owner, int lease_s, int64_t *n, struct err *err);
+    /* store_claim_owners: up to max distinct owners into a[], *k of them */
+    int (*owners)(struct store *st, int max, char **a, size_t *k, struct err *err);
+    /* store_set_failed (reason at most ERR_MSG_MAX bytes; -1: unknown) */
+    int (*set_failed)(struct store *st, const char *id, const char *reason, int64_t size,
+                      int64_t mtime, struct err *err);
     int (*begin)(struct store *st, struct err *err);
     int (*finish)(struct store *st, int commit, struct err *err);
     int (*reset)(struct store *st, const char *model, int dim, struct err *err);
@@ -106,6 +121,7 @@ struct store {
     struct store_index_info info; /* origin, reason, counters */
     _Atomic int64_t n_items;  /* items at the last commit or count seen (-1: unknown) */
     _Atomic int64_t n_waiting; /* of those, without an embedding */
+    _Atomic int64_t n_failed; /* of those, failed (store_set_failed) */
 };
 
 /* Whether the calling thread runs the open batch. */

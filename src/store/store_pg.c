@@ -40,6 +40,13 @@
  *  7. pglite-socket (the tests' pgvector server) runs every connection in
  *     one session: statement names carry a random prefix per open store,
  *     and "already exists" on prepare is taken as prepared.
+ *  8. Leased claims (store.h): UPDATE ... WHERE seq IN (SELECT ... ORDER
+ *     BY seq LIMIT n FOR UPDATE SKIP LOCKED) RETURNING: concurrent claims
+ *     from several servers skip each other's rows instead of waiting, and
+ *     a row leased and committed is excluded until its lease_until (ms of
+ *     the database server's clock, the one clock every client shares)
+ *     passes. The failed state (schema 2) lives on the item with the
+ *     file's size and mtime at failure; store_sqlite.c design 7.
  *
  * Files: this one holds the schema, the writes, the reads and the local
  * index's source; store_pg_conn.c the pool and the wire (1, 2, 7);
@@ -54,40 +61,52 @@
 
 #include "store/store_pg_int.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_LOCK_MIGRATE 7316000  /* advisory lock: one migration at a time */
 #define PG_POOL_MAX 256
 #define PG_PAGE 4096             /* embeddings read per round trip */
 
 #define ITEM_COLS "seq, id, source, sha256, size, mtime, metadata::text, model, created_at, " \
                   "updated_at"
+/* the lease clock: ms of the database server's clock (design 8) */
+#define NOW_MS "(extract(epoch FROM now()) * 1000)::bigint"
 
 const char *const pg__sql[P_COUNT_] = {
     [P_META_GET] = "SELECT value FROM meta WHERE key = $1",
     [P_META_PUT] = "INSERT INTO meta(key, value) VALUES ($1, $2) "
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    [P_LOOKUP] = "SELECT seq, sha256, embedding IS NOT NULL FROM items WHERE id = $1 FOR UPDATE",
+    [P_LOOKUP] = "SELECT seq, sha256, embedding IS NOT NULL, source, size, mtime FROM items "
+                 "WHERE id = $1 FOR UPDATE",
     [P_INSERT] = "INSERT INTO items(id, source, sha256, size, mtime, metadata, model, "
                  "created_at, updated_at, embedding) "
                  "VALUES ($1, $2::bytea, $3, $4, $5, $6::json, $7, $8, $8, $9::real[]) "
                  "ON CONFLICT (id) DO NOTHING RETURNING seq",
-    [P_UPDATE_KEEP] = "UPDATE items SET source = $2::bytea, sha256 = $3, size = $4, mtime = $5, "
-                      "metadata = $6::json, updated_at = $7 WHERE seq = $1",
-    [P_UPDATE_EMB] = "UPDATE items SET source = $2::bytea, sha256 = $3, size = $4, mtime = $5, "
-                     "metadata = $6::json, model = $7, updated_at = $8, embedding = $9::real[] "
-                     "WHERE seq = $1",
-    [P_SET_EMB] = "UPDATE items SET embedding = $2::real[], model = $3, updated_at = $4 "
-                  "WHERE id = $1",
-    [P_GET] = "SELECT " ITEM_COLS ", embedding::real[] FROM items WHERE id = $1",
+    /* the failed state ends when the file is seen with another size or
+     * mtime, or an embedding is written; an embedding ends the lease
+     * (design 8) */
+    [P_UPDATE_KEEP] = "UPDATE items SET source = $2::bytea, sha256 = $3, size = $4::bigint, "
+                      "mtime = $5::bigint, metadata = $6::json, updated_at = $7, failed = CASE "
+                      "WHEN $4::bigint IS NOT DISTINCT FROM failed_size AND $5::bigint IS NOT "
+                      "DISTINCT FROM failed_mtime THEN failed END WHERE seq = $1",
+    [P_UPDATE_EMB] = "UPDATE items SET source = $2::bytea, sha256 = $3, size = $4::bigint, "
+                     "mtime = $5::bigint, metadata = $6::json, model = $7, updated_at = $8, "
+                     "embedding = $9::real[], failed = CASE WHEN $9::real[] IS NULL AND "
+                     "$4::bigint IS NOT DISTINCT FROM failed_size AND $5::bigint IS NOT "
+                     "DISTINCT FROM failed_mtime THEN failed END, lease_owner = CASE WHEN "
+                     "$9::real[] IS NULL THEN lease_owner END, lease_until = CASE WHEN "
+                     "$9::real[] IS NULL THEN lease_until END WHERE seq = $1",
+    [P_SET_EMB] = "UPDATE items SET embedding = $2::real[], model = $3, updated_at = $4, "
+                  "failed = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+    [P_GET] = "SELECT " ITEM_COLS ", embedding::real[], failed FROM items WHERE id = $1",
     [P_DELETE] = "DELETE FROM items WHERE id = $1",
-    [P_LIST] = "SELECT " ITEM_COLS ", embedding IS NOT NULL FROM items WHERE seq > $1 "
+    [P_LIST] = "SELECT " ITEM_COLS ", embedding IS NOT NULL, failed FROM items WHERE seq > $1 "
                "ORDER BY seq LIMIT $2",
-    [P_WAITING] = "SELECT " ITEM_COLS ", false FROM items WHERE seq > $1 AND embedding IS NULL "
-                  "ORDER BY seq LIMIT $2",
-    [P_COUNTS] = "SELECT items, waiting FROM counts",
-    [P_FIND_SOURCE] = "SELECT " ITEM_COLS ", embedding IS NOT NULL FROM items "
+    [P_WAITING] = "SELECT " ITEM_COLS ", false, failed FROM items WHERE seq > $1 AND "
+                  "embedding IS NULL ORDER BY seq LIMIT $2",
+    [P_COUNTS] = "SELECT items, waiting, failed FROM counts",
+    [P_FIND_SOURCE] = "SELECT " ITEM_COLS ", embedding IS NOT NULL, failed FROM items "
                       "WHERE source = $1::bytea ORDER BY seq LIMIT 1",
-    [P_BY_SEQ] = "SELECT " ITEM_COLS ", embedding IS NOT NULL FROM items WHERE seq = $1",
+    [P_BY_SEQ] = "SELECT " ITEM_COLS ", embedding IS NOT NULL, failed FROM items WHERE seq = $1",
     [P_EXISTS] = "SELECT seq FROM items WHERE id = $1",
     [P_LOG_TOP] = "SELECT coalesce(max(cseq), 0)::bigint FROM changes",
     [P_LOG_SINCE] = "SELECT DISTINCT seq FROM changes WHERE cseq > $1 ORDER BY seq",
@@ -98,6 +117,22 @@ const char *const pg__sql[P_COUNT_] = {
     [P_COUNT_EMB] = "SELECT count(*)::bigint FROM items WHERE embedding IS NOT NULL",
     [P_ROWS] = "SELECT seq, id, source, metadata::text FROM items WHERE seq = ANY($1::bigint[])",
     [P_MAX_SEQ] = "SELECT coalesce(max(seq), 0)::bigint FROM items",
+    /* design 8: rows another claim has locked are skipped, not waited for */
+    [P_CLAIM] = "UPDATE items SET lease_owner = $1, lease_until = " NOW_MS " + $2::bigint * 1000 "
+                "WHERE seq IN (SELECT seq FROM items WHERE embedding IS NULL AND failed IS NULL "
+                "AND (lease_until IS NULL OR lease_until <= " NOW_MS ") "
+                "ORDER BY seq LIMIT $3::int FOR UPDATE SKIP LOCKED) "
+                "RETURNING " ITEM_COLS ", false, failed",
+    [P_CLAIM_NEXT] = "SELECT (min(lease_until) - " NOW_MS ")::bigint FROM items "
+                     "WHERE embedding IS NULL AND failed IS NULL",
+    [P_RENEW] = "UPDATE items SET lease_until = CASE WHEN $2::int > 0 THEN " NOW_MS
+                " + $2::bigint * 1000 END, lease_owner = CASE WHEN $2::int > 0 THEN lease_owner "
+                "END WHERE embedding IS NULL AND lease_owner = $1",
+    [P_OWNERS] = "SELECT DISTINCT lease_owner FROM items WHERE embedding IS NULL AND "
+                 "lease_owner IS NOT NULL LIMIT $1::int",
+    [P_SET_FAILED] = "UPDATE items SET failed = $2, failed_size = $3::bigint, "
+                     "failed_mtime = $4::bigint, lease_owner = NULL, lease_until = NULL "
+                     "WHERE id = $1",
 };
 
 #define TRIGGER_AU "CREATE TRIGGER items_au AFTER UPDATE OF embedding ON items FOR EACH ROW" \
@@ -149,6 +184,40 @@ static const char *const pg_schema_v1 =
     TRIGGER_AU
     "CREATE TABLE schema_version(version int NOT NULL);"
     "INSERT INTO schema_version VALUES (1);";
+
+/* Version 2: the failed state (reason, and the file's size and mtime when
+ * it failed) and leased claims (owner, and when the lease ends in ms of the
+ * server's clock) on the item; the failed count kept in counts by a
+ * trigger that, like the first, takes the advisory lock before counts'
+ * row (one lock order: no deadlock between the two). */
+static const char *const pg_schema_v2 =
+    "ALTER TABLE items ADD COLUMN failed text, ADD COLUMN failed_size bigint,"
+    "  ADD COLUMN failed_mtime bigint, ADD COLUMN lease_owner text,"
+    "  ADD COLUMN lease_until bigint;"
+    "CREATE INDEX items_failed ON items(seq) WHERE failed IS NOT NULL;"
+    "ALTER TABLE counts ADD COLUMN failed bigint NOT NULL DEFAULT 0;"
+    "CREATE FUNCTION imgsearch_items_failed() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+    "BEGIN\n"
+    "  PERFORM pg_advisory_xact_lock(7316001);\n"
+    "  IF TG_OP = 'DELETE' THEN\n"
+    "    UPDATE counts SET failed = failed - 1;\n"
+    "    RETURN OLD;\n"
+    "  ELSIF TG_OP = 'INSERT' THEN\n"
+    "    UPDATE counts SET failed = failed + 1;\n"
+    "    RETURN NEW;\n"
+    "  END IF;\n"
+    "  UPDATE counts SET failed = failed + (NEW.failed IS NOT NULL)::int"
+    "    - (OLD.failed IS NOT NULL)::int;\n"
+    "  RETURN NEW;\n"
+    "END $f$;"
+    "CREATE TRIGGER items_fi AFTER INSERT ON items FOR EACH ROW WHEN (NEW.failed IS NOT NULL)"
+    "  EXECUTE FUNCTION imgsearch_items_failed();"
+    "CREATE TRIGGER items_fd AFTER DELETE ON items FOR EACH ROW WHEN (OLD.failed IS NOT NULL)"
+    "  EXECUTE FUNCTION imgsearch_items_failed();"
+    "CREATE TRIGGER items_fu AFTER UPDATE OF failed ON items FOR EACH ROW"
+    "  WHEN ((OLD.failed IS NULL) <> (NEW.failed IS NULL))"
+    "  EXECUTE FUNCTION imgsearch_items_failed();"
+    "UPDATE schema_version SET version = 2;";
 
 #define BE(st) PG_BE(st)
 
@@ -213,7 +282,8 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
         if (o->no_migrate)
             return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: no schema, and migrations are off "
                            "(run imgsearch migrate)", st->name);
-        return pg__run_sql(st, c, pg_schema_v1, err);
+        if ((rc = pg__run_sql(st, c, pg_schema_v1, err)))
+            return rc;
     }
     char *v = NULL;
     if ((rc = query_text(st, c, "SELECT max(version)::text FROM schema_version", &v, err)))
@@ -223,7 +293,13 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
     if (version > PG_SCHEMA_VERSION)
         return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %ld is newer than "
                        "this imgsearch (%d)", st->name, version, PG_SCHEMA_VERSION);
-    return 0;
+    if (version < 2 && o && o->no_migrate)
+        return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %ld is older than "
+                       "this imgsearch's (%d) and migrations are off (run imgsearch migrate)",
+                       st->name, version, PG_SCHEMA_VERSION);
+    if (version < 2) /* under the migration lock (setup): once, whoever comes first */
+        rc = pg__run_sql(st, c, pg_schema_v2, err);
+    return rc;
 }
 
 /* Records the model of a new store or checks the one recorded. */
@@ -386,6 +462,7 @@ static void counts_refresh(struct store *st, struct pconn *c)
     if (!pg__run(st, c, P_COUNTS, 0, NULL, NULL, &r, &e) && PQntuples(r) == 1) {
         atomic_store(&st->n_items, pg__col_i64(r, 0, 0, -1));
         atomic_store(&st->n_waiting, pg__col_i64(r, 0, 1, -1));
+        atomic_store(&st->n_failed, pg__col_i64(r, 0, 2, -1));
     }
     PQclear(r);
 }
@@ -486,7 +563,8 @@ static int fill_item(struct store *st, PGresult *r, int row, int with_vec, struc
 
 /* Looks the id up (locking its row), then inserts or updates. */
 static int put_row(struct store *st, struct pconn *c, const struct store_item *it,
-                   const char *md, int *is_new, int64_t *seqp, int retried, struct err *err)
+                   const char *md, int keep_same, int *is_new, int64_t *seqp, int retried,
+                   struct err *err)
 {
     PGresult *r;
     int rc = pg__run(st, c, P_LOOKUP, 1, (const char *[]){it->id}, NULL, &r, err);
@@ -496,7 +574,17 @@ static int put_row(struct store *st, struct pconn *c, const struct store_item *i
     int64_t seq = exists ? pg__col_i64(r, 0, 0, 0) : 0;
     int same_sha = exists && !PQgetisnull(r, 0, 1) && it->sha256 &&
                    !strcmp(PQgetvalue(r, 0, 1), it->sha256) && *PQgetvalue(r, 0, 2);
+    int same_file = exists && it->source && !PQgetisnull(r, 0, 3) &&
+                    (size_t)PQgetlength(r, 0, 3) == strlen(it->source) &&
+                    !memcmp(PQgetvalue(r, 0, 3), it->source, strlen(it->source)) &&
+                    pg__col_i64(r, 0, 4, -1) == it->size && pg__col_i64(r, 0, 5, -1) == it->mtime;
     PQclear(r);
+    if (keep_same && same_file) { /* store_register: registered already */
+        *seqp = seq;
+        if (is_new)
+            *is_new = 0;
+        return 0;
+    }
     char seqs[24], size[24], mtime[24], now[24];
     pg__i64s(seqs, seq);
     pg__i64s(size, it->size);
@@ -519,7 +607,7 @@ static int put_row(struct store *st, struct pconn *c, const struct store_item *i
              * committed: the insert waited for it): update that row */
             PQclear(r);
             free(vec);
-            return put_row(st, c, it, md, is_new, seqp, 1, err);
+            return put_row(st, c, it, md, keep_same, is_new, seqp, 1, err);
         }
         if (!rc && PQntuples(r) == 0)
             rc = err_set(err, ERR_CONFLICT, "%s: item '%s' is being written by another process",
@@ -541,15 +629,15 @@ static int put_row(struct store *st, struct pconn *c, const struct store_item *i
     return rc;
 }
 
-static int pg_put(struct store *st, const struct store_item *it, const char *md, int *is_new,
-                  struct store_item *out, struct err *err)
+static int pg_put(struct store *st, const struct store_item *it, const char *md, int keep_same,
+                  int *is_new, struct store_item *out, struct err *err)
 {
     struct pconn *c;
     int own, rc = begin_write(st, &c, &own, err);
     if (rc)
         return rc;
     int64_t seq = 0;
-    rc = put_row(st, c, it, md, is_new, &seq, 0, err);
+    rc = put_row(st, c, it, md, keep_same, is_new, &seq, 0, err);
     if (!rc && out) { /* the row as written, inside the write transaction */
         PGresult *r;
         char s[24];
@@ -684,6 +772,10 @@ static int fill_item(struct store *st, PGresult *r, int row, int with_vec, struc
             free(v);
     } else
         it->has_embedding = !PQgetisnull(r, row, 10) && *PQgetvalue(r, row, 10);
+    if (PQnfields(r) > 11 && !PQgetisnull(r, row, 11) && !(it->error = pg__col_str(r, row, 11))) {
+        store_item_clear(it);
+        return -1;
+    }
     if (!it->id || !it->metadata || (!PQgetisnull(r, row, 2) && !it->source)) {
         store_item_clear(it);
         return -1;
@@ -761,6 +853,79 @@ static int pg_list(struct store *st, int waiting, int64_t after, int max, struct
     }
     PQclear(r);
     return rc;
+}
+
+/* ---- leased claims and the failed state (design 8) ------------------------ */
+
+static int pg_claim(struct store *st, const char *owner, int lease_s, int max,
+                    struct store_item *a, size_t *k, int64_t *retry_ms, struct err *err)
+{
+    struct pconn *c;
+    int own, rc = begin_write(st, &c, &own, err);
+    if (rc)
+        return rc;
+    char ls[24], ms[24];
+    pg__i64s(ls, lease_s);
+    pg__i64s(ms, max);
+    PGresult *r;
+    rc = pg__run(st, c, P_CLAIM, 3, (const char *[]){owner, ls, ms}, NULL, &r, err);
+    for (int i = 0; !rc && i < PQntuples(r) && i < max; i++) {
+        if (fill_item(st, r, i, 0, &a[*k]))
+            rc = err_set(err, ERR_NOMEM, "no memory");
+        else
+            ++*k;
+    }
+    PQclear(r);
+    if (!rc && !*k) { /* when does the first lease run out? */
+        rc = pg__run(st, c, P_CLAIM_NEXT, 0, NULL, NULL, &r, err);
+        if (!rc) {
+            int64_t left = pg__col_i64(r, 0, 0, -1);
+            *retry_ms = PQgetisnull(r, 0, 0) ? -1 : left < 1 ? 1 : left;
+        }
+        PQclear(r);
+    }
+    return end_write(st, c, own, rc, err);
+}
+
+static int pg_renew(struct store *st, const char *owner, int lease_s, int64_t *n,
+                    struct err *err)
+{
+    struct pconn *c;
+    int own, rc = begin_write(st, &c, &own, err);
+    if (rc)
+        return rc;
+    char ls[24];
+    pg__i64s(ls, lease_s);
+    PGresult *r;
+    rc = pg__run(st, c, P_RENEW, 2, (const char *[]){owner, ls}, NULL, &r, err);
+    if (!rc)
+        *n = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return end_write(st, c, own, rc, err);
+}
+
+static int pg_owners(struct store *st, int max, char **a, size_t *k, struct err *err)
+{
+    char m[24];
+    pg__i64s(m, max);
+    PGresult *r;
+    int rc = read_q(st, P_OWNERS, 1, (const char *[]){m}, &r, err);
+    for (int i = 0; !rc && i < PQntuples(r) && i < max; i++)
+        if (!(a[(*k)++] = pg__col_str(r, i, 0)))
+            rc = err_set(err, ERR_NOMEM, "no memory");
+    PQclear(r);
+    return rc;
+}
+
+static int pg_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
+                         int64_t mtime, struct err *err)
+{
+    char sz[24], mt[24];
+    pg__i64s(sz, size);
+    pg__i64s(mt, mtime);
+    return change_one(st, P_SET_FAILED, 4,
+                      (const char *[]){id, reason, size >= 0 ? sz : NULL, mtime >= 0 ? mt : NULL},
+                      NULL, err);
 }
 
 static int pg_count(struct store *st, int which, int64_t *n, struct err *err)
@@ -931,6 +1096,10 @@ static const struct store_ops pg_ops = {
     .exists = pg_exists,
     .list = pg_list,
     .count = pg_count,
+    .claim = pg_claim,
+    .renew = pg_renew,
+    .set_failed = pg_set_failed,
+    .owners = pg_owners,
     .begin = pg_begin,
     .finish = pg_finish,
     .reset = pg_reset,

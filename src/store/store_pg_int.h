@@ -32,6 +32,11 @@ enum pstmt {
     P_COUNT_EMB,
     P_ROWS,
     P_MAX_SEQ,
+    P_CLAIM,
+    P_CLAIM_NEXT,
+    P_RENEW,
+    P_SET_FAILED,
+    P_OWNERS,
     P_COUNT_
 };
 

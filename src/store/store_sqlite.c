@@ -19,6 +19,13 @@
  *  6. The index file is PATH.hnsw; store.c writes it as PATH.hnsw.tmp.PID
  *     and renames it, and this file removes the temp files of processes
  *     that died in between (never another live process's save).
+ *  7. The failed state (schema 3) lives on the item: the reason and the
+ *     file's size and mtime at failure. A put that writes another size or
+ *     mtime (a scan saw the file change) ends it; an embedding ends it.
+ *  8. Leased claims (store.h) are one UPDATE ... RETURNING inside the
+ *     write transaction (BEGIN IMMEDIATE: one writer at a time, so two
+ *     processes never claim one item); lease times are ms of the
+ *     machine's clock, which every process opening the file shares.
  *
  * Everything SQL of the embedded store is here, so a schema change is made
  * in one place; store.c holds what every backend shares.
@@ -65,6 +72,12 @@ enum stmt_id {
     S_ITEM_EXISTS,
     S_ITEM_BY_SEQ,
     S_COUNTS,
+    S_COUNT_FAILED,
+    S_CLAIM,
+    S_CLAIM_NEXT,
+    S_RENEW,
+    S_SET_FAILED,
+    S_OWNERS,
     S_COUNT_
 };
 
@@ -72,30 +85,40 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_PUT] = "INSERT INTO meta(key, value) VALUES (?1, ?2) "
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    [S_ITEM_LOOKUP] = "SELECT seq, sha256, embedding IS NOT NULL FROM items WHERE id = ?1",
+    [S_ITEM_LOOKUP] = "SELECT seq, sha256, embedding IS NOT NULL, source, size, mtime FROM items "
+                      "WHERE id = ?1",
     [S_ITEM_INSERT] = "INSERT INTO items(id, source, sha256, size, mtime, metadata, model, "
                       "created_at, updated_at, embedding) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, json(?6), ?7, ?8, ?8, ?9)",
+    /* the failed state ends when the file is seen with another size or
+     * mtime (design 7) */
     [S_ITEM_UPDATE_KEEP] = "UPDATE items SET source = ?2, sha256 = ?3, size = ?4, mtime = ?5, "
-                           "metadata = json(?6), updated_at = ?8 WHERE seq = ?1",
+                           "metadata = json(?6), updated_at = ?8, failed = CASE WHEN "
+                           "?4 IS failed_size AND ?5 IS failed_mtime THEN failed END "
+                           "WHERE seq = ?1",
+    /* with an embedding: the failed state and the lease end */
     [S_ITEM_UPDATE_EMB] = "UPDATE items SET source = ?2, sha256 = ?3, size = ?4, mtime = ?5, "
-                          "metadata = json(?6), model = ?7, updated_at = ?8, embedding = ?9 "
+                          "metadata = json(?6), model = ?7, updated_at = ?8, embedding = ?9, "
+                          "failed = CASE WHEN ?9 IS NULL AND ?4 IS failed_size AND "
+                          "?5 IS failed_mtime THEN failed END, "
+                          "lease_owner = CASE WHEN ?9 IS NULL THEN lease_owner END, "
+                          "lease_until = CASE WHEN ?9 IS NULL THEN lease_until END "
                           "WHERE seq = ?1",
-    [S_ITEM_SET_EMB] = "UPDATE items SET embedding = ?2, model = ?3, updated_at = ?4 "
-                       "WHERE id = ?1",
+    [S_ITEM_SET_EMB] = "UPDATE items SET embedding = ?2, model = ?3, updated_at = ?4, "
+                       "failed = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
     [S_ITEM_GET] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, created_at, "
-                   "updated_at, embedding FROM items WHERE id = ?1",
+                   "updated_at, embedding, failed FROM items WHERE id = ?1",
     [S_ITEM_DELETE] = "DELETE FROM items WHERE id = ?1",
     [S_ITEM_LIST] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, created_at, "
-                    "updated_at, embedding IS NOT NULL FROM items WHERE seq > ?1 "
+                    "updated_at, embedding IS NOT NULL, failed FROM items WHERE seq > ?1 "
                     "ORDER BY seq LIMIT ?2",
     [S_ITEM_WAITING] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, "
-                       "created_at, updated_at, 0 FROM items "
+                       "created_at, updated_at, 0, failed FROM items "
                        "WHERE seq > ?1 AND embedding IS NULL ORDER BY seq LIMIT ?2",
     [S_COUNT] = "SELECT items FROM counts",
     [S_COUNT_WAITING] = "SELECT waiting FROM counts",
     [S_FIND_SOURCE] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, "
-                      "created_at, updated_at, embedding IS NOT NULL FROM items "
+                      "created_at, updated_at, embedding IS NOT NULL, failed FROM items "
                       "WHERE source = ?1 ORDER BY seq LIMIT 1",
     /* The log may be trimmed empty: AUTOINCREMENT's record keeps the top. */
     [S_MAX_CSEQ] = "SELECT max(coalesce((SELECT max(cseq) FROM changes), 0), "
@@ -108,8 +131,25 @@ static const char *const stmt_sql[S_COUNT_] = {
     [S_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM items",
     [S_ITEM_EXISTS] = "SELECT seq FROM items WHERE id = ?1",
     [S_ITEM_BY_SEQ] = "SELECT seq, id, source, sha256, size, mtime, metadata, model, created_at, "
-                      "updated_at, embedding IS NOT NULL FROM items WHERE seq = ?1",
-    [S_COUNTS] = "SELECT items, waiting FROM counts",
+                      "updated_at, embedding IS NOT NULL, failed FROM items WHERE seq = ?1",
+    [S_COUNTS] = "SELECT items, waiting, failed FROM counts",
+    [S_COUNT_FAILED] = "SELECT failed FROM counts",
+    /* design 8: ?2 is now and ?3 the lease, in ms of the machine's clock */
+    [S_CLAIM] = "UPDATE items SET lease_owner = ?1, lease_until = ?2 + ?3 WHERE seq IN "
+                "(SELECT seq FROM items WHERE embedding IS NULL AND failed IS NULL AND "
+                "(lease_until IS NULL OR lease_until <= ?2) "
+                "ORDER BY seq LIMIT ?4) "
+                "RETURNING seq, id, source, sha256, size, mtime, metadata, model, created_at, "
+                "updated_at, 0, failed",
+    [S_CLAIM_NEXT] = "SELECT min(lease_until) - ?1 FROM items "
+                     "WHERE embedding IS NULL AND failed IS NULL",
+    [S_RENEW] = "UPDATE items SET lease_until = CASE WHEN ?3 > 0 THEN ?2 + ?3 END, "
+                "lease_owner = CASE WHEN ?3 > 0 THEN lease_owner END "
+                "WHERE embedding IS NULL AND lease_owner = ?1",
+    [S_OWNERS] = "SELECT DISTINCT lease_owner FROM items WHERE embedding IS NULL AND "
+                 "lease_owner IS NOT NULL LIMIT ?1",
+    [S_SET_FAILED] = "UPDATE items SET failed = ?2, failed_size = ?3, failed_mtime = ?4, "
+                     "lease_owner = NULL, lease_until = NULL WHERE id = ?1",
     [S_TRIM] = "DELETE FROM changes WHERE cseq <= ?1",
     [S_TRIMMED] = "UPDATE meta SET value = ?1 WHERE key = 'changes_trimmed'",
 };
@@ -153,7 +193,28 @@ static const char *const schema_v2 =
     "CREATE TRIGGER counts_au AFTER UPDATE OF embedding ON items BEGIN UPDATE counts SET"
     "  waiting = waiting + (NEW.embedding IS NULL) - (OLD.embedding IS NULL); END;";
 
-static const char *const migrations[] = {schema_v1, schema_v2};
+/* Version 3: the failed state (reason, and the file's size and mtime when
+ * it failed) and leased claims (owner, and when the lease ends, ms since
+ * the epoch) on the item, and the failed count kept like the others. New
+ * columns come after the embedding: ALTER TABLE can only append, and the
+ * rows that use them (waiting ones) have no blob to skip. */
+static const char *const schema_v3 =
+    "ALTER TABLE items ADD COLUMN failed TEXT;"
+    "ALTER TABLE items ADD COLUMN failed_size INTEGER;"
+    "ALTER TABLE items ADD COLUMN failed_mtime INTEGER;"
+    "ALTER TABLE items ADD COLUMN lease_owner TEXT;"
+    "ALTER TABLE items ADD COLUMN lease_until INTEGER;"
+    "CREATE INDEX items_failed ON items(seq) WHERE failed IS NOT NULL;"
+    "ALTER TABLE counts ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TRIGGER counts_fi AFTER INSERT ON items WHEN NEW.failed IS NOT NULL"
+    "  BEGIN UPDATE counts SET failed = failed + 1; END;"
+    "CREATE TRIGGER counts_fd AFTER DELETE ON items WHEN OLD.failed IS NOT NULL"
+    "  BEGIN UPDATE counts SET failed = failed - 1; END;"
+    "CREATE TRIGGER counts_fu AFTER UPDATE OF failed ON items"
+    "  WHEN (OLD.failed IS NULL) <> (NEW.failed IS NULL) BEGIN UPDATE counts SET"
+    "  failed = failed + (NEW.failed IS NOT NULL) - (OLD.failed IS NOT NULL); END;";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
 
 struct conn {
     sqlite3 *db;                   /* connection */
@@ -268,6 +329,7 @@ static void counts_refresh(struct store *st, struct conn *c)
     if (s && sqlite3_step(s) == SQLITE_ROW) {
         atomic_store(&st->n_items, sqlite3_column_int64(s, 0));
         atomic_store(&st->n_waiting, sqlite3_column_int64(s, 1));
+        atomic_store(&st->n_failed, sqlite3_column_int64(s, 2));
     }
     if (s)
         sqlite3_reset(s);
@@ -757,8 +819,8 @@ static int end_write(struct store *st, int own, int rc, struct err *err)
 static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct store_item *it);
 
 /* Looks the id up, then inserts or updates (w.mu held, in a transaction). */
-static int put_row(struct store *st, const struct store_item *it, const char *md, int *is_new,
-                   int64_t *seqp, struct err *err)
+static int put_row(struct store *st, const struct store_item *it, const char *md, int keep_same,
+                   int *is_new, int64_t *seqp, struct err *err)
 {
     struct lite *l = BE(st);
     sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_LOOKUP, err);
@@ -767,16 +829,25 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
     sqlite3_bind_text(s, 1, it->id, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
     int64_t seq = 0;
-    int same_sha = 0, exists = r == SQLITE_ROW;
+    int same_sha = 0, exists = r == SQLITE_ROW, same_file = 0;
     if (exists) {
         seq = sqlite3_column_int64(s, 0);
         const char *old = (const char *)sqlite3_column_text(s, 1);
         same_sha = old && it->sha256 && !strcmp(old, it->sha256) && sqlite3_column_int(s, 2);
+        const char *src = (const char *)sqlite3_column_text(s, 3);
+        same_file = src && it->source && !strcmp(src, it->source) &&
+                    col_int_or(s, 4, -1) == it->size && col_int_or(s, 5, -1) == it->mtime;
     } else if (r != SQLITE_DONE) {
         sqlite3_reset(s);
         return db_err(err, l->w.db, l->path, "look up an item");
     }
     sqlite3_reset(s);
+    if (keep_same && same_file) { /* store_register: registered already */
+        *seqp = seq;
+        if (is_new)
+            *is_new = 0;
+        return 0;
+    }
     enum stmt_id which = !exists ? S_ITEM_INSERT
                        : it->embedding || !same_sha ? S_ITEM_UPDATE_EMB
                                                     : S_ITEM_UPDATE_KEEP;
@@ -808,15 +879,15 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
     return 0;
 }
 
-static int lite_put(struct store *st, const struct store_item *it, const char *md, int *is_new,
-                    struct store_item *out, struct err *err)
+static int lite_put(struct store *st, const struct store_item *it, const char *md, int keep_same,
+                    int *is_new, struct store_item *out, struct err *err)
 {
     struct lite *l = BE(st);
     int own, rc;
     if ((rc = begin_write(st, &own, err)))
         return rc;
     int64_t seq = 0;
-    if ((rc = put_row(st, it, md, is_new, &seq, err)))
+    if ((rc = put_row(st, it, md, keep_same, is_new, &seq, err)))
         return end_write(st, own, rc, err);
     if (out) { /* the row as written, inside the write transaction */
         sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_BY_SEQ, err);
@@ -869,6 +940,124 @@ static int lite_del(struct store *st, const char *id, struct err *err)
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
         rc = db_err(err, l->w.db, l->path, "delete an item");
+    else if (sqlite3_changes(l->w.db) == 0)
+        rc = err_set(err, ERR_NOT_FOUND, "no item '%s'", id);
+    return end_write(st, own, rc, err);
+}
+
+/* ---- leased claims and the failed state (design 7, 8) -------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int lite_claim(struct store *st, const char *owner, int lease_s, int max,
+                      struct store_item *a, size_t *k, int64_t *retry_ms, struct err *err)
+{
+    struct lite *l = BE(st);
+    int own, rc;
+    if ((rc = begin_write(st, &own, err)))
+        return rc;
+    int64_t now = now_ms();
+    sqlite3_stmt *s = stmt(l, &l->w, S_CLAIM, err);
+    if (!s)
+        return end_write(st, own, -err->code, err);
+    sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_int64(s, 3, (int64_t)lease_s * 1000);
+    sqlite3_bind_int(s, 4, max);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW && *k < (size_t)max) {
+        if (fill_item(st, s, 0, &a[*k])) {
+            rc = err_set(err, ERR_NOMEM, "no memory");
+            break;
+        }
+        ++*k;
+    }
+    if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
+        rc = db_err(err, l->w.db, l->path, "claim waiting items");
+    sqlite3_reset(s);
+    if (!rc && !*k) { /* when does the first lease run out? */
+        if (!(s = stmt(l, &l->w, S_CLAIM_NEXT, err)))
+            return end_write(st, own, -err->code, err);
+        sqlite3_bind_int64(s, 1, now);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            int64_t left = col_int_or(s, 0, -1);
+            *retry_ms = sqlite3_column_type(s, 0) == SQLITE_NULL ? -1 : left < 1 ? 1 : left;
+        } else
+            rc = db_err(err, l->w.db, l->path, "read the leases");
+        sqlite3_reset(s);
+    }
+    return end_write(st, own, rc, err);
+}
+
+static int lite_renew(struct store *st, const char *owner, int lease_s, int64_t *n,
+                      struct err *err)
+{
+    struct lite *l = BE(st);
+    int own, rc;
+    if ((rc = begin_write(st, &own, err)))
+        return rc;
+    sqlite3_stmt *s = stmt(l, &l->w, S_RENEW, err);
+    if (!s)
+        return end_write(st, own, -err->code, err);
+    sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now_ms());
+    sqlite3_bind_int64(s, 3, (int64_t)lease_s * 1000);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (r != SQLITE_DONE)
+        rc = db_err(err, l->w.db, l->path, "renew leases");
+    else
+        *n = sqlite3_changes(l->w.db);
+    return end_write(st, own, rc, err);
+}
+
+static int lite_owners(struct store *st, int max, char **a, size_t *k, struct err *err)
+{
+    struct lite *l = BE(st);
+    struct conn *c = rconn(st);
+    pthread_mutex_lock(&c->mu);
+    int rc = 0, r = SQLITE_DONE;
+    sqlite3_stmt *s = stmt(l, c, S_OWNERS, err);
+    if (!s)
+        rc = -err->code;
+    else
+        sqlite3_bind_int(s, 1, max);
+    while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW && *k < (size_t)max)
+        if (!(a[(*k)++] = dup_col(s, 0)))
+            rc = err_set(err, ERR_NOMEM, "no memory");
+    if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
+        rc = db_err(err, c->db, l->path, "list lease owners");
+    if (s)
+        sqlite3_reset(s);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static int lite_set_failed(struct store *st, const char *id, const char *reason, int64_t size,
+                           int64_t mtime, struct err *err)
+{
+    struct lite *l = BE(st);
+    int own, rc;
+    if ((rc = begin_write(st, &own, err)))
+        return rc;
+    sqlite3_stmt *s = stmt(l, &l->w, S_SET_FAILED, err);
+    if (!s)
+        return end_write(st, own, -err->code, err);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, reason, -1, SQLITE_STATIC);
+    if (size >= 0)
+        sqlite3_bind_int64(s, 3, size);
+    if (mtime >= 0)
+        sqlite3_bind_int64(s, 4, mtime);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (r != SQLITE_DONE)
+        rc = db_err(err, l->w.db, l->path, "mark an item failed");
     else if (sqlite3_changes(l->w.db) == 0)
         rc = err_set(err, ERR_NOT_FOUND, "no item '%s'", id);
     return end_write(st, own, rc, err);
@@ -927,7 +1116,8 @@ static int lite_reset(struct store *st, const char *model, int dim, struct err *
 /* ---- reads ------------------------------------------------------------- */
 
 /* Columns: seq, id, source, sha256, size, mtime, metadata, model,
- * created_at, updated_at, then embedding (blob) or has_embedding (int). */
+ * created_at, updated_at, then embedding (blob) or has_embedding (int),
+ * then (optionally) failed. */
 static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct store_item *it)
 {
     memset(it, 0, sizeof *it);
@@ -952,6 +1142,11 @@ static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct st
         }
     } else
         it->has_embedding = sqlite3_column_int(s, 10) != 0;
+    if (sqlite3_column_count(s) > 11 && sqlite3_column_type(s, 11) != SQLITE_NULL &&
+        !(it->error = dup_col(s, 11))) {
+        store_item_clear(it);
+        return -1;
+    }
     if (!it->id || !it->metadata || (sqlite3_column_type(s, 2) != SQLITE_NULL && !it->source)) {
         store_item_clear(it);
         return -1;
@@ -1052,7 +1247,8 @@ static int lite_count(struct store *st, int which, int64_t *n, struct err *err)
 {
     struct conn *c = rconn(st);
     pthread_mutex_lock(&c->mu);
-    int rc = one_i64(BE(st), c, which ? S_COUNT_WAITING : S_COUNT, 0, n, "count items", err);
+    enum stmt_id id = which == 2 ? S_COUNT_FAILED : which ? S_COUNT_WAITING : S_COUNT;
+    int rc = one_i64(BE(st), c, id, 0, n, "count items", err);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
@@ -1162,6 +1358,10 @@ static const struct store_ops lite_ops = {
     .exists = lite_exists,
     .list = lite_list,
     .count = lite_count,
+    .claim = lite_claim,
+    .renew = lite_renew,
+    .set_failed = lite_set_failed,
+    .owners = lite_owners,
     .begin = lite_begin,
     .finish = lite_finish,
     .reset = lite_reset,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The store conformance suite (tests/test_store.c, test_store_backends.c)
+# The store conformance suite (tests/test_store.c, test_store_backends.c,
+# test_store_claim.c)
 # against PostgreSQL:
 # Debian's postgresql-15, which has no pgvector (the real[] column and the
 # local index), and pglite-socket with pgvector 0.8 (the vector column and
@@ -12,15 +13,15 @@
 . "$(dirname "$0")/../pg/servers.sh"
 trap 'pg_servers_stop; rm -rf "$T_TMP"' EXIT
 TESTS=$(dirname "$BIN")/tests
-for t in test_store test_store_backends; do
+for t in test_store test_store_backends test_store_claim; do
   [ -x "$TESTS/$t" ] || { bad "no $TESTS/$t (make tests)"; t_done; exit; }
 done
 
-# suite NAME URL [ENV...]: runs every case of test_store and
-# test_store_backends against URL
+# suite NAME URL [ENV...]: runs every case of test_store,
+# test_store_backends and test_store_claim against URL
 suite() {
   local name=$1 url=$2 t rc line; shift 2
-  for t in test_store test_store_backends; do
+  for t in test_store test_store_backends test_store_claim; do
     env "$@" IMGSEARCH_TEST_STORE="$url" "$TESTS/$t" >"$T_TMP/$name.$t.log" 2>&1
     rc=$?
     line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/$name.$t.log" | tail -n 1)
