@@ -55,6 +55,8 @@ struct http_config {
     int precompute_pause_ms;      /* sleep between precompute batches */
     int rescan_interval_s;        /* catalog rescan period (60 s); < 0 none (ingest/watch.c) */
     int no_inotify;               /* 1: no inotify on the catalog, rescans only */
+    int no_migrate;               /* 1: refuse a store whose schema is missing or older
+                                   * (store_options.no_migrate) */
     int load_delay_ms;            /* tests: wait before loading the model */
     const char *version;          /* shown by /health */
     void (*log)(const char *msg); /* one line, no newline; NULL: silent */

@@ -211,8 +211,9 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
             return err_set(err, ERR_NOT_FOUND, "%s: no store in this database (create one with "
                            "imgsearch index, or migrate --model-id ID --dim N)", st->name);
         if (o->no_migrate)
-            return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: no schema, and migrations are off "
-                           "(run imgsearch migrate)", st->name);
+            return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: the database has no store schema "
+                           "and migrations are off: run 'imgsearch migrate --store %s' (with "
+                           "--model-id and --dim for a new store)", st->name, st->name);
         return pg__run_sql(st, c, pg_schema_v1, err);
     }
     char *v = NULL;
@@ -223,6 +224,12 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
     if (version > PG_SCHEMA_VERSION)
         return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %ld is newer than "
                        "this imgsearch (%d)", st->name, version, PG_SCHEMA_VERSION);
+    /* version 1 is the only one so far: a later version adds its upgrade
+     * step here, run unless migrations are off */
+    if (version < PG_SCHEMA_VERSION && o && o->no_migrate)
+        return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %ld is older than "
+                       "this imgsearch's (%d) and migrations are off: run 'imgsearch migrate "
+                       "--store %s'", st->name, version, PG_SCHEMA_VERSION, st->name);
     return 0;
 }
 
