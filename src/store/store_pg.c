@@ -12,8 +12,11 @@
  *     holds one connection until it commits; the batch owner's reads go
  *     through it. A connection found broken is reset; while the server
  *     does not answer, calls fail at once with ERR_UNAVAILABLE (503) for a
- *     backoff period that doubles from 100 ms to 5 s, and the next call
- *     after it tries again: the store recovers by itself.
+ *     backoff period that doubles from 100 ms to 2 s, and the next call
+ *     after it tries again: the store recovers by itself. Once the server
+ *     is found gone, every connection of the pool made before is reset on
+ *     its next use (after a restart they are all dead, though libpq does
+ *     not know it yet).
  *  3. Schema (versioned in schema_version, created or upgraded by the
  *     first open that may, under an advisory lock so that several servers
  *     starting together migrate once): items (seq bigserial: the index
