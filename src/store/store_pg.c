@@ -702,11 +702,13 @@ static int fill_item(struct store *st, PGresult *r, int row, int with_vec, struc
 }
 
 /* Runs a read statement on the caller's connection (its batch's, or one
- * of the pool); *r is the result. */
+ * of the pool); *r is the result, NULL on error (the callers PQclear it
+ * either way: it must not be left unset when no connection was had). */
 static int read_q(struct store *st, enum pstmt id, int n, const char *const *v, PGresult **r,
                   struct err *err)
 {
     struct pconn *c;
+    *r = NULL;
     int rc = pg__get_conn(st, &c, err);
     if (rc)
         return rc;
