@@ -17,7 +17,10 @@
 #  3. the database restarted under a load of PUTs and searches: the
 #     server stays up, answers clean 503 JSON errors with Retry-After while
 #     the database is away, recovers by itself within seconds, and every
-#     PUT it acknowledged (2xx) is in the database afterwards.
+#     PUT it acknowledged (2xx) is in the database afterwards;
+#  4. on pglite-socket with pgvector (WebAssembly): /health says
+#     pgvector-hnsw and PUT, search and DELETE go through pgvector's index
+#     (a skip tagged tool:pglite when it cannot be had).
 # Without postgresql-15 the test is a skip tagged tool:postgresql, as in
 # tests/cli/test_store_pg.sh.
 . "$(dirname "$0")/../cli/lib.sh"
@@ -167,4 +170,31 @@ h GET /ready
 t_code 200
 serve_stop
 t_eq "exit code after SIGTERM" "$RC" 0
+pg_servers_stop
+
+# ---- 4. pgvector (pglite-socket: PostgreSQL + pgvector in WebAssembly) -----------
+# /health names pgvector's index, and the service answers from it. pglite
+# runs every connection in one session, so requests go one at a time here.
+if pglite_start; then
+  serve_start pglite --store "$PGLITE_URL" --uploads "$T_TMP/pglite.images" --model "$MODEL" \
+    --threads 1
+  serve_ready || bad "the server on pglite did not become ready"
+  h GET /health
+  t_grep "$OUT" '"store":\{"kind":"postgres","index":"pgvector-hnsw"\}'
+  for f in fruits.jpg chelsea.png coffee.png; do
+    h PUT "/items/$f" -F "image=@$IMG/$f"
+    t_code 201
+  done
+  h POST /search -F "image=@$IMG/coffee.png" -F k=2
+  t_code 200
+  t_grep "$OUT" '"results":\[\{"id":"coffee.png","score":(1|0\.99[0-9]*)'
+  h DELETE /items/coffee.png
+  t_code 200
+  h POST /search -F "image=@$IMG/coffee.png" -F k=1
+  t_nogrep "$OUT" '"id":"coffee.png"'
+  serve_stop
+  t_eq "exit code after SIGTERM (pglite)" "$RC" 0
+else
+  t_skip tool:pglite "$PG_WHY"
+fi
 t_done
