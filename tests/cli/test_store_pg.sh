@@ -88,6 +88,15 @@ t_run 2 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$M
 t_grep "$ERR" "no store schema yet and migrations are off: run 'imgsearch migrate --store .*nomig.db'"
 t_run 0 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" "$MODEL/images/fruits.jpg"
 t_run 0 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$MODEL/images"
+if command -v sqlite3 >/dev/null; then
+  # an older schema (version 1: before the counts table)
+  sqlite3 "$T_TMP/nomig.db" 'UPDATE schema_version SET version = 1'
+  t_run 2 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$MODEL/images"
+  t_grep "$ERR" "schema version 1 is older than this imgsearch's \(2\) and migrations are off"
+  sqlite3 "$T_TMP/nomig.db" 'UPDATE schema_version SET version = 2'
+else
+  bad "sqlite3 is not installed (scripts/install-deps)"
+fi
 
 if pg15_start; then
   no_migrate nomig "$PG15_URL"
