@@ -73,6 +73,11 @@ const struct clip_prep *clip_model_prep(const struct clip_model *m);
  * elsewhere or converted from pytorch_model.bin keep their id. Owned by the
  * model. */
 const char *clip_model_id(const struct clip_model *m);
+/* The id earlier versions gave the same weights (a safetensors file only):
+ * name (config's _name_or_path, else the folder's name) @ a hash of the
+ * file's bytes. A store made under it holds this model's embeddings and is
+ * renamed on open (store_options.former_model). NULL when there is none. */
+const char *clip_model_former_id(const struct clip_model *m);
 /* The folder the model was loaded from (tokenizer files live there). */
 const char *clip_model_dir(const struct clip_model *m);
 /* A human summary: "vision 12x768 p32 224, text 12x512 ctx 77, dim 512". */

@@ -60,6 +60,7 @@ struct clip_model {
     enum clip_precision prec; /* GEMM precision */
     struct clip_prep prep;    /* preprocessing from preprocessor_config.json */
     char *id;                 /* "name@hash" */
+    char *former_id;          /* the id of imgsearch before 0.9, or NULL */
     char *dir;                /* folder of the model */
     struct st_file *st;       /* weights file (kept for the token table) */
     struct clip_work work;    /* activations */

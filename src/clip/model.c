@@ -483,6 +483,22 @@ static uint64_t weights_hash(const struct st_file *st)
     return h;
 }
 
+/* The hash of clip_model_former_id: FNV-1a 64 over five 64 KiB windows of
+ * the file (start, quarters, end), xor its size - the rule of the versions
+ * that named models by it. */
+static uint64_t former_hash(const struct st_file *st)
+{
+    const size_t chunk = 1 << 16;
+    size_t starts[5] = {0, st->size / 4, st->size / 2, 3 * (st->size / 4),
+                        st->size > chunk ? st->size - chunk : 0};
+    uint64_t h = 1469598103934665603ull;
+    for (int s = 0; s < 5; s++) {
+        size_t end = starts[s] + chunk < st->size ? starts[s] + chunk : st->size;
+        h = fnv(h, st->map + starts[s], end - starts[s]);
+    }
+    return h ^ st->size;
+}
+
 /* Opens a weights file by its first bytes: a PyTorch checkpoint (zip or
  * legacy pickle) is read into memory, anything else is safetensors. */
 static int open_weights(struct st_file **out, const char *path, struct err *err)
@@ -605,6 +621,17 @@ int clip_model_load(struct clip_model **out, const char *path,
         rc = err_set(err, ERR_NOMEM, "out of memory");
         goto fail;
     }
+    if (m->st->mapped) { /* a safetensors file: what earlier versions read */
+        char *dcopy = name ? NULL : strdup(m->dir);
+        snprintf(idbuf, sizeof idbuf, "%s@%016llx",
+                 name ? name : dcopy ? basename(dcopy) : "clip",
+                 (unsigned long long)former_hash(m->st));
+        free(dcopy);
+        if (!(m->former_id = strdup(idbuf))) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     if (!m->has_text) { /* the token table pointer would dangle otherwise */
         st_close(m->st);
         m->st = NULL;
@@ -639,6 +666,7 @@ void clip_model_free(struct clip_model *m)
     clip__work_free(&m->work);
     st_close(m->st);
     free(m->id);
+    free(m->former_id);
     free(m->dir);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -792,6 +820,7 @@ float clip_logit_scale(const struct clip_model *m) { return m->logit_scale; }
 enum clip_precision clip_model_precision(const struct clip_model *m) { return m->prec; }
 const struct clip_prep *clip_model_prep(const struct clip_model *m) { return &m->prep; }
 const char *clip_model_id(const struct clip_model *m) { return m->id; }
+const char *clip_model_former_id(const struct clip_model *m) { return m->former_id; }
 const char *clip_model_dir(const struct clip_model *m) { return m->dir; }
 
 void clip_model_describe(const struct clip_model *m, char *buf, size_t n)

@@ -372,6 +372,7 @@ static int run(int argc, char **argv)
         goto fail;
     }
     struct store_options so = {.model = clip_model_id(p->model), .dim = p->dim, .create = 1,
+                               .former_model = clip_model_former_id(p->model),
                                .no_migrate = o.no_migrate};
     if ((rc = cmd_store_open(&st, o.store, &so, &err))) {
         rc = cmd_fail("index", &err);

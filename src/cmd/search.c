@@ -290,8 +290,11 @@ static int query_vector(const struct args *a, struct store *st, struct pipe **p,
     int rc = pipe_open(p, a->model, &po, err);
     if (rc)
         return rc;
-    const char *mid = clip_model_id((*p)->model);
-    if (strcmp(mid, store_model(st)) || (*p)->dim != store_dim(st))
+    const char *mid = clip_model_id((*p)->model), *former = clip_model_former_id((*p)->model);
+    /* a store an earlier version made with these weights holds their
+     * embeddings under the former id (index and serve rename it) */
+    int same = !strcmp(mid, store_model(st)) || (former && !strcmp(former, store_model(st)));
+    if (!same || (*p)->dim != store_dim(st))
         return err_set(err, ERR_MODEL_MISMATCH,
                        "%s: the store holds embeddings of model '%s' (dimension %d), not "
                        "'%s' (dimension %d); search with the store's model, or run "

@@ -66,6 +66,9 @@ struct store_options {
     const char *model; /* model id; required to create, checked on open (NULL: any) */
     int dim;           /* embedding dimension; required to create, checked (0: any) */
     int create;        /* create the database when it does not exist */
+    const char *former_model; /* the id earlier versions gave the same weights
+                        * (clip_model_former_id; NULL: none): an embedded
+                        * store made under it takes model on open */
     int hnsw_m;        /* index M (0: 16) */
     int ef_construction; /* (0: 64) */
     int ef_search;     /* default search width (0: 100) */

@@ -328,6 +328,27 @@ static int meta_put(struct lite *l, struct conn *c, const char *key, const char 
     return r == SQLITE_DONE ? 0 : db_err(err, c->db, l->path, "write meta");
 }
 
+/* The same weights under the id an earlier version gave them
+ * (clip_model_former_id): the store and its items take the current id, in
+ * the caller's write transaction; embeddings stay as they are. */
+static int rename_model(struct lite *l, struct conn *c, const char *from, const char *to,
+                        struct err *err)
+{
+    int rc = meta_put(l, c, "model", to, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(c->db, "UPDATE items SET model = ?1 WHERE model = ?2", -1, &s,
+                           NULL) != SQLITE_OK)
+        return db_err(err, c->db, l->path, "rename the model");
+    sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, from, -1, SQLITE_STATIC);
+    int r = sqlite3_step(s);
+    rc = r == SQLITE_DONE ? 0 : db_err(err, c->db, l->path, "rename the model");
+    sqlite3_finalize(s);
+    return rc;
+}
+
 /* Brings the schema to the last version (inside the caller's write
  * transaction); refuses a database that is not an empty one or a store. */
 static int migrate(struct lite *l, struct conn *c, int no_migrate, struct err *err)
@@ -416,6 +437,16 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
         if (d < 1 || d > STORE_DIM_MAX || !dbid) {
             rc = err_set(err, ERR_CORRUPT, "%s: meta holds dimension '%s'", l->path, dims);
             goto done;
+        }
+        if (o && o->model && o->former_model && strcmp(o->model, model) &&
+            !strcmp(o->former_model, model) && (!o->dim || o->dim == d)) {
+            if ((rc = rename_model(l, c, model, o->model, err)))
+                goto done;
+            free(model);
+            if (!(model = strdup(o->model))) {
+                rc = err_set(err, ERR_NOMEM, "out of memory");
+                goto done;
+            }
         }
         if ((o && o->model && strcmp(o->model, model)) || (o && o->dim && o->dim != d)) {
             rc = err_set(err, ERR_MODEL_MISMATCH,

@@ -79,11 +79,13 @@ cos() {
 # HTTP (with tests/http/server.sh for the server itself)
 HDR=$T_TMP/headers
 # h METHOD PATH CURL_ARGS...: one request to $URL; status in CODE, body in
-# $OUT, headers in $HDR; at most H_MAX_TIME seconds (default 120)
+# $OUT, headers in $HDR (CR removed: lines end at $); at most H_MAX_TIME
+# seconds (default 120)
 h() {
   local m=$1 p=$2
   shift 2
   CODE=$(curl -s --max-time "${H_MAX_TIME:-120}" --path-as-is -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
+  if [ -f "$HDR" ]; then tr -d '\r' <"$HDR" >"$HDR.n" && mv "$HDR.n" "$HDR"; fi
 }
 # t_code STATUS: the last h answered STATUS
 t_code() {

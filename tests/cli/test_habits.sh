@@ -99,7 +99,7 @@ t_run 2 "$BIN" search --paths --json "a cat"
 OTHER=$T_TMP/other
 mkdir -p "$OTHER"
 for f in "$MODEL"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$OTHER/"; done
-sed 's/^{/{ "_name_or_path": "other",/' "$MODEL/config.json" >"$OTHER/config.json"
+sed 's/"_name_or_path": "tiny-clip"/"_name_or_path": "other"/' "$MODEL/config.json" >"$OTHER/config.json"
 R=$T_TMP/re.db
 t_run 0 "$BIN" index --store "$R" "$IMG"
 on_tty n "$BIN" reindex --store "$R" --model "$OTHER"

@@ -119,4 +119,38 @@ t_grep "$ERR" 'cannot get http://127.0.0.1:9/api/models/test/tiny: .*check the n
 t_run 2 "$BIN" model fetch "../etc" --hub "$HUB"
 t_grep "$ERR" 'not a hub repo name'
 
+# a store made by an earlier version names the same weights by the id it
+# gave them: name @ FNV-1a 64 over five 64 KiB windows of the file, xor its
+# size ("tiny-clip@d6f86b9c66d98252" for the fixture, as that version
+# printed it). search reads it as it is; index renames it and re-embeds
+# nothing; any other id is still a mismatch.
+FORMER=$(python3 - "$MODEL/model.safetensors" <<'PY'
+import sys
+b = open(sys.argv[1], 'rb').read()
+n, ch, h = len(b), 65536, 1469598103934665603
+for s in (0, n // 4, n // 2, 3 * (n // 4), n - ch if n > ch else 0):
+    for x in b[s:min(s + ch, n)]:
+        h = ((h ^ x) * 1099511628211) & (2**64 - 1)
+print("tiny-clip@%016x" % (h ^ n))
+PY
+)
+t_eq "former id of the fixture" "$FORMER" "tiny-clip@d6f86b9c66d98252"
+OLD=$T_TMP/old.db
+t_run 0 "$BIN" index --store "$OLD" --model "$MODEL" "$MODEL/images"
+NEWID=$(python3 -c "import sqlite3; print(sqlite3.connect('$OLD').execute(\"select value from meta where key='model'\").fetchone()[0])")
+set_model() { # STORE ID: what that version wrote (meta and every item)
+  python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"update meta set value=? where key='model'\", (sys.argv[2],)); c.execute('update items set model=?', (sys.argv[2],)); c.commit()" "$1" "$2"
+}
+set_model "$OLD" "$FORMER"
+t_run 0 "$BIN" search --store "$OLD" --model "$MODEL" --paths "a cat" -k 3
+t_eq "hits from a store under the former id" "$(wc -l <"$OUT")" 3
+t_run 0 "$BIN" index --store "$OLD" --model "$MODEL" "$MODEL/images"
+t_grep "$OUT" '"added": 0, "updated": 0, "unchanged": 12'
+t_eq "store model after index" "$(python3 -c "import sqlite3; print(sqlite3.connect('$OLD').execute(\"select value from meta where key='model'\").fetchone()[0])")" "$NEWID"
+t_eq "items under the new id" "$(python3 -c "import sqlite3; print(sqlite3.connect('$OLD').execute('select count(*) from items where model=?', ('$NEWID',)).fetchone()[0])")" 12
+set_model "$OLD" "tiny-clip@0123456789abcdef"
+t_run 2 "$BIN" index --store "$OLD" --model "$MODEL" "$MODEL/images"
+t_grep "$ERR" "holds embeddings of model 'tiny-clip@0123456789abcdef'"
+t_run 2 "$BIN" search --store "$OLD" --model "$MODEL" "a cat"
+
 t_done

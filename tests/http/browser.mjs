@@ -6,7 +6,7 @@
 //
 // usage: node tests/http/browser.mjs URL IMAGE_FILE EXPECTED_ID SCREENSHOT.png
 // Prints one line per failed check and "browser.mjs: N passed, N failed".
-import { chromium } from "playwright-core";
+import { launch, tally } from "./chromium.mjs";
 
 const [url, image, expectId, shot] = process.argv.slice(2);
 if (!url || !image || !expectId || !shot) {
@@ -14,21 +14,9 @@ if (!url || !image || !expectId || !shot) {
   process.exit(2);
 }
 const origin = new URL(url).origin;
-let passed = 0;
-let failed = 0;
-function check(cond, what) {
-  if (cond) passed++;
-  else {
-    failed++;
-    console.log("FAIL browser.mjs: " + what);
-  }
-}
+const { check, finish } = tally("browser.mjs");
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 860 } });
   const errors = [];
@@ -93,5 +81,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`browser.mjs: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

@@ -10,7 +10,7 @@
 //   results), empty (an empty store says how to add images).
 // usage: node tests/http/page.mjs URL EMPTY_URL BAD_FILE SHOTDIR
 // Prints one line per failed check and "page.mjs: N passed, N failed".
-import { chromium } from "playwright-core";
+import { launch, tally } from "./chromium.mjs";
 
 const [url, emptyUrl, badFile, shots] = process.argv.slice(2);
 if (!url || !emptyUrl || !badFile || !shots) {
@@ -18,22 +18,10 @@ if (!url || !emptyUrl || !badFile || !shots) {
   process.exit(2);
 }
 const origin = new URL(url).origin;
-let passed = 0;
-let failed = 0;
-function check(cond, what) {
-  if (cond) passed++;
-  else {
-    failed++;
-    console.log("FAIL page.mjs: " + what);
-  }
-}
+const { check, finish } = tally("page.mjs");
 const wait = (p) => p.catch(() => {}); // a timed-out wait is judged by the check after it
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 const errors = [];
 const foreign = [];
 async function open(u) {
@@ -269,5 +257,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`page.mjs: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

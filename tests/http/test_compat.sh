@@ -8,15 +8,7 @@
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 export IMGSEARCH_RATE_LIMIT=0
 IMG=$MODEL/images
-HDR=$T_TMP/headers
-# h METHOD PATH CURL_ARGS...: CODE, body in $OUT, headers in $HDR
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-}
-t_code() { if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi; }
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
+
 msg_of() { sed -E 's/.*"message":"(([^"\\]|\\.)*)".*/\1/' "$1"; }
 detail_of() { sed -E 's/.*"detail":"(([^"\\]|\\.)*)".*/\1/' "$1"; }
 b64() { base64 -w0 "$1"; }
@@ -43,7 +35,7 @@ h POST /ready
 t_code 405
 t_grep "$HDR" '^Allow: GET, HEAD'
 serve_stop
-t_eq "$RC" 0
+t_eq "exit code" "$RC" 0
 
 # /ready, like /health, needs no key even with --api-key-all
 serve_start keyed --store "$T_TMP/b.db" --model "$MODEL" --api-key k1 --api-key-all
@@ -83,16 +75,16 @@ t_nogrep "$OUT" invalid_utf8
 h GET /nope
 t_code 404
 t_grep "$OUT" '^\{"error":\{"code":"not_found","message":"[^"]+"\},"detail":"[^"]+","request_id":"[^"]+"\}$'
-t_eq "$(detail_of "$OUT")" "$(msg_of "$OUT")" "404 detail"
+t_eq "404 detail" "$(detail_of "$OUT")" "$(msg_of "$OUT")"
 h DELETE /search
 t_code 405
-t_eq "$(detail_of "$OUT")" "$(msg_of "$OUT")" "405 detail"
+t_eq "405 detail" "$(detail_of "$OUT")" "$(msg_of "$OUT")"
 h POST /search -H 'Content-Type: application/json' --data-binary '{"text": '
 t_code 400
 t_grep "$OUT" '"detail":"the body is not valid JSON'
 h POST /extract-features -H 'Content-Type: text/csv' --data-binary 'a,b'
 t_code 415
-t_eq "$(detail_of "$OUT")" "$(msg_of "$OUT")" "415 detail"
+t_eq "415 detail" "$(detail_of "$OUT")" "$(msg_of "$OUT")"
 
 # ---- unknown JSON fields are 400, named ----
 h POST /search -H 'Content-Type: application/json' --data-binary '{"text": "a cat", "min_scor": 0.5}'
@@ -136,5 +128,5 @@ t_grep "$OUT" "^imgsearch_build_info\\{version=\"$version\",model=\"$model\",pre
 h POST /search -H 'Content-Type: application/json' --data-binary '{"id": "f1", "k": 1, "min_score": -1, "offset": 0, "ef": 0, "filter": {}}'
 t_code 200
 serve_stop
-t_eq "$RC" 0
+t_eq "exit code" "$RC" 0
 t_done

@@ -9,13 +9,6 @@
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 export IMGSEARCH_RATE_LIMIT=0
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-HDR=$T_TMP/headers
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-}
-t_code() { if [ "$CODE" = "$1" ]; then ok; else bad "status $CODE, wanted $1: $(head -c 300 "$OUT")"; fi; }
 
 serve_start main --store "$T_TMP/a.db" --model "$MODEL" --api-key k1 --api-key-all
 serve_ready

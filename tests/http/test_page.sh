@@ -10,25 +10,16 @@
 # tool:node / tool:chromium / tool:npm / tool:cjpeg (see tests/run).
 . "$(dirname "$0")/../cli/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 SHOTS=${PAGE_SCREENSHOTS:-$(dirname "$BIN")/test-output/page}
-skip() {
-  echo "SKIP test_page.sh: $2 [needs $1]"
-  echo "test_page.sh: 0 passed, 0 failed, 1 skipped"
-  exit 0
-}
-command -v node >/dev/null || skip tool:node "node is not installed (scripts/install-deps)"
-[ -x "$CHROMIUM" ] || skip tool:chromium "no Chromium at $CHROMIUM (scripts/install-deps installs Debian's chromium)"
-command -v curl >/dev/null || skip tool:curl "curl is not installed"
-command -v cjpeg >/dev/null || skip tool:cjpeg "cjpeg is not installed (scripts/install-deps: libjpeg-turbo-progs)"
-if [ ! -f "$ROOT/node_modules/playwright-core/package.json" ]; then
-  command -v npm >/dev/null || skip tool:npm "npm is not installed, and node_modules/playwright-core is missing"
-  (cd "$ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1 ||
-    skip tool:npm "npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
+. "$(dirname "$0")/browser.sh"
+why=$(browser_missing cjpeg)
+if [ -n "$why" ]; then
+  t_skip "${why%%|*}" "${why#*|}"
+  t_done
+  exit
 fi
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
 
 CAT=$T_TMP/catalog
 mkdir -p "$CAT" "$SHOTS"
@@ -56,21 +47,11 @@ if serve_ready; then ok; else bad "the empty server did not get ready: $(tail -n
 EMPTY_URL=$URL EMPTY_PID=$PID
 printf 'this is not an image\n' >"$T_TMP/notes.txt"
 
-CHROMIUM=$CHROMIUM node "$ROOT/tests/http/page.mjs" "$MAIN_URL" "$EMPTY_URL" "$T_TMP/notes.txt" "$SHOTS" \
-  >"$T_TMP/page.log" 2>&1
-rc=$?
-tr -cd '\11\12\15\40-\176' <"$T_TMP/page.log" # text only: tests/run greps this output
-line=$(grep -aEo '[0-9]+ passed, [0-9]+ failed' "$T_TMP/page.log" | tail -n 1)
-if [ -n "$line" ]; then
-  T_PASS=$((T_PASS + ${line%% passed*}))
-  f=${line##*, }
-  T_FAIL=$((T_FAIL + ${f%% failed}))
-fi
-t_eq "$rc" 0 "(page.mjs exit code)"
+browser_run page.mjs "$MAIN_URL" "$EMPTY_URL" "$T_TMP/notes.txt" "$SHOTS"
 for s in browse-page2 grid search-24 viewer more-like-this filter min-score error empty; do
   if [ "$(head -c 8 "$SHOTS/$s.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then ok; else
     bad "no PNG screenshot $SHOTS/$s.png"; fi
 done
-PID=$EMPTY_PID; serve_stop; t_eq "$RC" 0 "(empty server exit code)"
-PID=$MAIN_PID; serve_stop; t_eq "$RC" 0 "(server exit code)"
+PID=$EMPTY_PID; serve_stop; t_eq "empty server exit code" "$RC" 0
+PID=$MAIN_PID; serve_stop; t_eq "server exit code" "$RC" 0
 t_done

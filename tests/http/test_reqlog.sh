@@ -6,13 +6,6 @@
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 export IMGSEARCH_RATE_LIMIT=0
-HDR=$T_TMP/headers
-h() {
-  local m=$1 p=$2
-  shift 2
-  CODE=$(curl -s -o "$OUT" -D "$HDR" -w '%{http_code}' -X "$m" "$@" "$URL$p")
-}
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
 rid() { tr -d '\r' <"$HDR" | sed -n 's/^X-Request-ID: //p'; }
 MADE='^[0-9a-f]{8}-[0-9a-f]+$'
 t_made() { if [[ $(rid) =~ $MADE ]]; then ok; else bad "not a made id: '$(rid)'"; fi; }
@@ -23,13 +16,13 @@ serve_ready
 
 # a valid id is kept, echoed, and named in the error body
 h GET /health -H 'X-Request-ID: abc-123'
-t_eq "$(rid)" abc-123
+t_eq "X-Request-ID" "$(rid)" abc-123
 h GET /nope -H 'X-Request-ID: req/42:"x"'
-t_eq "$(rid)" 'req/42:"x"'
+t_eq "X-Request-ID" "$(rid)" 'req/42:"x"'
 t_grep "$OUT" '"request_id":"req/42:\\"x\\""\}$'
 long=$(head -c 128 /dev/zero | tr '\0' 'a')
 h GET /health -H "X-Request-ID: $long"
-t_eq "$(rid)" "$long"
+t_eq "X-Request-ID" "$(rid)" "$long"
 # absent: made, and two requests get two ids
 h GET /health
 t_made
@@ -50,13 +43,13 @@ t_made
 h DELETE /search -H 'X-Request-ID: m1'
 t_grep "$OUT" '"request_id":"m1"'
 h POST /search -H 'X-Request-ID: big1' -H 'Content-Type: application/json' -H 'Content-Length: 999999999999'
-t_eq "$CODE" 413
+t_eq "status" "$CODE" 413
 t_grep "$OUT" '"request_id":"big1"'
 h POST /search -H 'X-Request-ID: s1' -H 'Content-Type: application/json' --data-binary '{"text": "a cat", "k": 1}'
-t_eq "$CODE" 200
-t_eq "$(rid)" s1
+t_eq "status" "$CODE" 200
+t_eq "X-Request-ID" "$(rid)" s1
 serve_stop
-t_eq "$RC" 0
+t_eq "exit code" "$RC" 0
 
 # ---- the access log: one JSON line per request ----
 if command -v python3 >/dev/null; then

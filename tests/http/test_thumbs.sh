@@ -7,7 +7,6 @@
 . "$(dirname "$0")/../cli/lib.sh"
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
 # jpeg_size FILE: "WxH" from the JPEG's SOF marker
 jpeg_size() {
   python3 - "$1" <<'PY'
@@ -38,7 +37,7 @@ if serve_ready; then ok; else bad "the server did not get ready: $(tail -n 5 "$S
 
 H=$T_TMP/h
 code=$(curl -s -D "$H" -o "$T_TMP/f128.jpg" -w '%{http_code}' "$URL/items/fruits.jpg/thumb?size=128")
-t_eq "$code" 200 "(thumb 128)"
+t_eq "thumb 128" "$code" 200
 t_grep "$H" '^Content-Type: image/jpeg'
 t_grep "$H" '^Cache-Control: max-age='
 t_grep "$H" '^ETag: "[0-9a-f]{64}"'
@@ -48,52 +47,52 @@ orig=$(jpeg_size "$MODEL/images/fruits.jpg")
 ow=${orig%x*} oh=${orig#*x}
 want_w=$(( (ow * 128 * 2 + oh) / (2 * oh) ))
 [ "$ow" -lt "$oh" ] && want_w=128
-t_eq "$(jpeg_size "$T_TMP/f128.jpg")" "${want_w}x128" "(fruits $orig at 128, short side 128)"
+t_eq "fruits $orig at 128, short side 128" "$(jpeg_size "$T_TMP/f128.jpg")" "${want_w}x128"
 if [ "$HAVE_CJPEG" = 1 ]; then
   code=$(curl -s -o "$T_TMP/p256.jpg" -w '%{http_code}' "$URL/items/portrait.jpg/thumb?size=256")
-  t_eq "$code" 200 "(portrait thumb)"
-  t_eq "$(jpeg_size "$T_TMP/p256.jpg")" 256x512 "(portrait 300x600 at 256)"
+  t_eq "portrait thumb" "$code" 200
+  t_eq "portrait 300x600 at 256" "$(jpeg_size "$T_TMP/p256.jpg")" 256x512
   code=$(curl -s -o "$T_TMP/w512.jpg" -w '%{http_code}' "$URL/items/wall.jpg/thumb?size=512")
-  t_eq "$code" 200 "(wallpaper thumb)"
-  t_eq "$(jpeg_size "$T_TMP/w512.jpg")" 910x512 "(wallpaper 5640x3172 at 512)"
+  t_eq "wallpaper thumb" "$code" 200
+  t_eq "wallpaper 5640x3172 at 512" "$(jpeg_size "$T_TMP/w512.jpg")" 910x512
   wb=$(stat -c %s "$T_TMP/w512.jpg")
   if [ "$wb" -lt 150000 ]; then ok; else bad "the wallpaper thumbnail has $wb bytes"; fi
 else
   t_skip tool:cjpeg "cjpeg is not installed (scripts/install-deps: libjpeg-turbo-progs)"
 fi
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/items/chelsea.png/thumb")
-t_eq "$code" 200 "(a PNG, default size)"
+t_eq "a PNG, default size" "$code" 200
 
 # 304 with the ETag; 200 with another
 : >"$T_TMP/empty"
 code=$(curl -s -o "$T_TMP/empty" -w '%{http_code}' -H "If-None-Match: $etag" "$URL/items/fruits.jpg/thumb?size=128")
-t_eq "$code" 304 "(If-None-Match with the ETag)"
-t_eq "$(stat -c %s "$T_TMP/empty")" 0 "(a 304 has no body)"
+t_eq "If-None-Match with the ETag" "$code" 304
+t_eq "a 304 has no body" "$(stat -c %s "$T_TMP/empty")" 0
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "0000"' "$URL/items/fruits.jpg/thumb?size=128")
-t_eq "$code" 200 "(If-None-Match with another tag)"
+t_eq "If-None-Match with another tag" "$code" 200
 code=$(curl -s -D "$H" -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$URL/items/fruits.jpg/thumb?size=256")
-t_eq "$code" 200 "(the size is part of the tag)"
+t_eq "the size is part of the tag" "$code" 200
 # the cache: one file per thumbnail, same bytes the second time (a database
 # store, under test_http_pg.sh, keeps them under UPLOADS/.thumbs)
 THUMBS=$T_TMP/store.db.thumbs
 [ -z "${IMGSEARCH_TEST_PG_URL:-}" ] || THUMBS=$T_TMP/store.db.images/.thumbs
 n=$(ls "$THUMBS" | grep -c '\.jpg$')
-t_eq "$n" $((3 + 2 * HAVE_CJPEG)) "(cache files)"
+t_eq "cache files" "$n" $((3 + 2 * HAVE_CJPEG))
 curl -s -o "$T_TMP/f128b.jpg" "$URL/items/fruits.jpg/thumb?size=128"
 if cmp -s "$T_TMP/f128.jpg" "$T_TMP/f128b.jpg"; then ok; else bad "the cached thumbnail differs"; fi
-t_eq "$(ls "$THUMBS" | grep -c '\.jpg$')" "$n" "(a hit writes nothing)"
+t_eq "a hit writes nothing" "$(ls "$THUMBS" | grep -c '\.jpg$')" "$n"
 # HEAD like GET
 code=$(curl -s -I -o /dev/null -w '%{http_code}' "$URL/items/fruits.jpg/thumb?size=128")
-t_eq "$code" 200 "(HEAD)"
+t_eq "HEAD" "$code" 200
 
 # refusals
 code=$(curl -s -o "$OUT" -w '%{http_code}' "$URL/items/fruits.jpg/thumb?size=100")
-t_eq "$code" 400 "(size 100)"
+t_eq "size 100" "$code" 400
 t_grep "$OUT" '"code":"invalid_argument"'
 code=$(curl -s -o "$OUT" -w '%{http_code}' "$URL/items/nope.jpg/thumb")
-t_eq "$code" 404 "(unknown item)"
+t_eq "unknown item" "$code" 404
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/items/fruits.jpg/thumb")
-t_eq "$code" 405 "(POST)"
+t_eq "POST" "$code" 405
 # an item whose source lies outside every root: 404, as for /image
 curl -s -o /dev/null -X PUT -H 'Content-Type: application/json' \
   --data "{\"source\": \"/etc/hostname\", \"metadata\": {}}" "$URL/items/outside" || true
@@ -104,5 +103,5 @@ printf 'not an image' >"$CAT/chelsea.png"
 code=$(curl -s -o "$OUT" -w '%{http_code}' "$URL/items/chelsea.png/thumb?size=512")
 if [ "$code" = 415 ] || [ "$code" = 422 ]; then ok; else bad "a text file answered $code: $(cat "$OUT")"; fi
 serve_stop
-t_eq "$RC" 0 "(server exit code)"
+t_eq "server exit code" "$RC" 0
 t_done

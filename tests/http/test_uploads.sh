@@ -14,7 +14,6 @@ code() {
   shift 2
   curl -s -o "$OUT" -w '%{http_code}' -X "$m" "$@" "$URL$p"
 }
-t_eq() { if [ "$1" = "$2" ]; then ok; else bad "'$1' != '$2' ${3:-}"; fi; }
 nfiles() { find "$1" -type f 2>/dev/null | wc -l; }
 
 # a database URL without --uploads: exit 2, a message naming the option,
@@ -37,20 +36,20 @@ t_grep "$OUT" -- '--uploads DIR'
 # the default: STORE.images next to the embedded store
 serve_start def --store "$T_TMP/a.db" --model "$MODEL"
 serve_ready
-t_eq "$(code PUT /items/one -F image=@"$IMG")" 201
-t_eq "$(nfiles "$T_TMP/a.db.images")" 1 "upload in STORE.images"
-t_eq "$(code GET /items/one/image -o /dev/null)" 200
+t_eq "PUT /items/one status" "$(code PUT /items/one -F image=@"$IMG")" 201
+t_eq "upload in STORE.images" "$(nfiles "$T_TMP/a.db.images")" 1
+t_eq "GET /items/one/image status" "$(code GET /items/one/image -o /dev/null)" 200
 serve_stop
-t_eq "$RC" 0
+t_eq "exit code" "$RC" 0
 
 # --uploads DIR: created if missing, holds the upload, serves it, and the
 # delete removes it; nothing goes to STORE.images
 UP=$T_TMP/up/deep
 serve_start up --store "$T_TMP/b.db" --uploads "$UP" --model "$MODEL"
 serve_ready
-t_eq "$(code PUT /items/two -F image=@"$IMG")" 201
-t_eq "$(nfiles "$UP")" 1 "upload in --uploads"
-t_eq "$(nfiles "$T_TMP/b.db.images")" 0 "nothing in STORE.images"
+t_eq "PUT /items/two status" "$(code PUT /items/two -F image=@"$IMG")" 201
+t_eq "upload in --uploads" "$(nfiles "$UP")" 1
+t_eq "nothing in STORE.images" "$(nfiles "$T_TMP/b.db.images")" 0
 sha=$(sha256sum "$IMG" | cut -d' ' -f1)
 if [ -f "$UP/$sha.jpeg" ] || [ -f "$UP/$sha.jpg" ]; then ok; else bad "no $UP/$sha.jp*g: $(ls "$UP")"; fi
 curl -s -o "$T_TMP/got.jpg" "$URL/items/two/image"
@@ -58,22 +57,22 @@ if cmp -s "$T_TMP/got.jpg" "$IMG"; then ok; else bad "the served image differs f
 # the item's source is the file kept there
 code GET /items/two >/dev/null
 t_grep "$OUT" "\"source\":\"[^\"]*/up/deep/$sha"
-t_eq "$(code DELETE /items/two)" 200
-t_eq "$(nfiles "$UP")" 0 "the delete removed the upload"
+t_eq "DELETE /items/two status" "$(code DELETE /items/two)" 200
+t_eq "the delete removed the upload" "$(nfiles "$UP")" 0
 serve_stop
-t_eq "$RC" 0
+t_eq "exit code" "$RC" 0
 
 # the environment sets it too; a restart with the same folder serves the
 # image kept there
 export IMGSEARCH_UPLOADS=$T_TMP/envup
 serve_start env --store "$T_TMP/c.db" --model "$MODEL"
 serve_ready
-t_eq "$(code PUT /items/three -F image=@"$IMG")" 201
+t_eq "PUT /items/three status" "$(code PUT /items/three -F image=@"$IMG")" 201
 serve_stop
 serve_start env2 --store "$T_TMP/c.db" --model "$MODEL"
 serve_ready
-t_eq "$(nfiles "$T_TMP/envup")" 1 "upload in IMGSEARCH_UPLOADS"
-t_eq "$(code GET /items/three/image -o /dev/null)" 200
+t_eq "upload in IMGSEARCH_UPLOADS" "$(nfiles "$T_TMP/envup")" 1
+t_eq "GET /items/three/image status" "$(code GET /items/three/image -o /dev/null)" 200
 serve_stop
 unset IMGSEARCH_UPLOADS
 t_done
