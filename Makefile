@@ -161,9 +161,3 @@ $(B)/tests/http/load: tests/http/load.c $(B)/libimgsearch.a
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 tests: $(B)/tests/http/load
-
-# Recall@10 and queries/s of a store, any backend (PostgreSQL included).
-$(B)/bench/store_ann: bench/store_ann.c $(B)/libimgsearch.a
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  LD $@")
-	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ $(LIBS)

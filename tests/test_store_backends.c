@@ -133,15 +133,32 @@ TEST(reconnects_after_restart)
     CHECK_INT_EQ(store_count(st, &n, &e), -ERR_UNAVAILABLE);
     CHECK_INT_EQ(put(st, "down", NULL, NULL, NULL, v), -ERR_UNAVAILABLE);
     CHECK_STR_CONTAINS(e.msg, "unavailable");
+    /* every read fails the same way, and cleanly: a read that got no
+     * connection once freed a result it never had (serve crashed on a PUT
+     * while the database was away) */
+    struct store_item it = {0};
+    struct store_item *items = NULL;
+    size_t ni = 0;
+    int64_t next = 0;
+    CHECK_INT_EQ(store_get(st, "before", &it, &e), -ERR_UNAVAILABLE);
+    CHECK_INT_EQ(store_exists(st, "before", NULL, &e), -ERR_UNAVAILABLE);
+    CHECK_INT_EQ(store_find_source(st, "/x", &it, &e), -ERR_UNAVAILABLE);
+    CHECK_INT_EQ(store_list(st, 0, 10, &items, &ni, &next, &e), -ERR_UNAVAILABLE);
+    CHECK_INT_EQ(store_waiting(st, 0, 10, &items, &ni, &next, &e), -ERR_UNAVAILABLE);
     REQUIRE(system(start) == 0);
     int rc = -1;
-    for (int i = 0; i < 100 && rc; i++) { /* the backoff is at most 5 s */
+    for (int i = 0; i < 100 && rc; i++) { /* the backoff is at most 2 s */
         rc = store_count(st, &n, &e);
         if (rc)
             usleep(100000);
     }
     CHECKF(rc == 0, "%s", e.msg);
     CHECK_INT_EQ(n, 1);
+    /* recovered: no call fails any more */
+    for (int i = 0; i < 20; i++) {
+        CHECK_INT_EQ(store_get(st, "before", &it, &e), 0);
+        store_item_clear(&it);
+    }
     CHECK_INT_EQ(put(st, "after", NULL, NULL, NULL, v), 1);
     int got[4];
     CHECK_INT_EQ(search_ids(st, v, 3, 0, -1, NULL, 0, got), 2);

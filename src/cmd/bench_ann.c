@@ -2,6 +2,13 @@
  * and measures recall@10 against exact truth, queries per second and p99
  * latency per ef_search, plus the exact scan's speed and the peak RSS.
  * Queries run one at a time on one thread (the latency a request sees).
+ *
+ * With --store (repeatable) it measures stores instead, each through the
+ * store interface as its callers see it (store_put in batches of 1,000,
+ * then store_search): the embedded store (a file path) and PostgreSQL (a
+ * URL: pgvector's index, or the local index without pgvector) on the same
+ * vectors in the same run, so their figures compare. A store already
+ * holding exactly the base's rows is searched without loading again.
  */
 #include "cmd/bench_ann.h"
 
@@ -14,12 +21,15 @@
 
 #include "cmd/cmd.h"
 #include "store/hnsw.h"
+#include "store/store.h"
 #include "store/vec.h"
 #include "util/clock.h"
 
 #define CMD "bench ann"
 #define TRUTH_K 100
 #define MAX_EFS 32
+#define MAX_STORES 8
+#define LOAD_BATCH 1000 /* rows per transaction when loading a store */
 
 static int read_all(const char *path, size_t unit, void **out, size_t *count, struct err *err)
 {
@@ -70,7 +80,10 @@ static int usage(void)
 {
     printf("usage: imgsearch bench ann --base FILE --queries FILE --truth FILE --dim D\n"
            "         [--m 16] [--ef-construction 64] [--ef-search 40,100,200]\n"
-           "         [--quantize 1] [--threads 1] [--k 10]\n");
+           "         [--quantize 1] [--threads 1] [--k 10] [--store PATH|URL]...\n"
+           "--store: measure that store instead of a bare index (repeatable: a\n"
+           "file path is the embedded store, a postgres[ql]:// URL PostgreSQL);\n"
+           "the base is loaded into it unless it holds exactly those rows\n");
     return 0;
 }
 
@@ -130,6 +143,8 @@ struct ann_opts {
     long dim, m, efc, quant, threads, k;    /* index and query parameters */
     long efs[MAX_EFS];                      /* ef_search values to measure */
     int nefs;
+    const char *stores[MAX_STORES];         /* --store targets, in order */
+    int nstores;
 };
 
 /* Fills o from argv. Returns -1 to go on, else the exit code (--help: 0,
@@ -153,6 +168,11 @@ static int parse_opts(int argc, char **argv, struct ann_opts *o)
             o->truth_p = v;
         else if (!strcmp(opt, "--ef-search"))
             efs_s = v;
+        else if (!strcmp(opt, "--store")) {
+            if (o->nstores == MAX_STORES)
+                return cmd_usage_error(CMD, "at most %d --store", MAX_STORES);
+            o->stores[o->nstores++] = v;
+        }
         else if (!strcmp(opt, "--dim"))
             rc = cmd_parse_int(CMD, opt, v, 1, HNSW_MAX_DIM, &o->dim);
         else if (!strcmp(opt, "--m"))
@@ -186,7 +206,124 @@ static int parse_opts(int argc, char **argv, struct ann_opts *o)
     return -1;
 }
 
+/* Loads base (n rows, ids "0".."n-1") into st, LOAD_BATCH rows per batch. */
+static int store_load(struct store *st, const float *base, size_t n, int dim, struct err *err)
+{
+    char id[32];
+    for (size_t i = 0; i < n; i++) {
+        int rc = 0;
+        if (i % LOAD_BATCH == 0 && (rc = store_begin(st, err)))
+            return rc;
+        snprintf(id, sizeof id, "%zu", i);
+        struct store_item it = {.id = id, .size = -1, .mtime = -1,
+                                .embedding = (float *)base + i * (size_t)dim};
+        if ((rc = store_put(st, &it, NULL, err))) {
+            struct err re;
+            store_rollback(st, &re);
+            return rc;
+        }
+        if ((i % LOAD_BATCH == LOAD_BATCH - 1 || i == n - 1) && (rc = store_commit(st, err)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Runs every query through store_search at width ef; like run_queries. */
+static int store_queries(struct store *st, const float *qs, size_t nq, int dim,
+                         const int32_t *truth, size_t k, int ef, struct run *r, struct err *err)
+{
+    double *lat = malloc(nq * sizeof *lat);
+    if (!lat)
+        return err_set(err, ERR_NOMEM, "no memory");
+    size_t found = 0;
+    struct store_query q = {.k = (int)k, .min_score = -1, .ef = ef};
+    double t0 = mono_now();
+    for (size_t i = 0; i < nq; i++) {
+        struct store_hit *hits;
+        size_t n;
+        q.vec = qs + i * (size_t)dim;
+        double a = mono_now();
+        int rc = store_search(st, &q, &hits, &n, err);
+        lat[i] = mono_now() - a;
+        if (rc) {
+            free(lat);
+            return rc;
+        }
+        const int32_t *t = truth + i * TRUTH_K;
+        for (size_t h = 0; h < n; h++) {
+            long label = strtol(hits[h].id, NULL, 10);
+            for (size_t j = 0; j < k; j++)
+                if (label == t[j]) {
+                    found++;
+                    break;
+                }
+        }
+        store_hits_free(hits, n);
+    }
+    double total = mono_now() - t0;
+    qsort(lat, nq, sizeof *lat, cmp_double);
+    size_t i99 = (size_t)((double)nq * 0.99);
+    r->qps = (double)nq / total;
+    r->mean_s = total / (double)nq;
+    r->p99_ms = lat[i99 < nq ? i99 : nq - 1] * 1e3;
+    r->recall = (double)found / (double)(nq * k);
+    free(lat);
+    return 0;
+}
+
+/* Measures store target: load (unless it holds the base already), the
+ * first search (which builds a local index), then each ef_search. */
+static int store_bench(const struct ann_opts *o, const char *target, const float *base, size_t n,
+                       const float *qs, size_t nq, const int32_t *truth, struct err *err)
+{
+    struct store_options so = {.model = "bench-ann", .dim = (int)o->dim, .create = 1,
+                               .hnsw_m = (int)o->m, .ef_construction = (int)o->efc};
+    struct store *st = NULL;
+    int rc = store_open(&st, target, &so, err);
+    if (rc)
+        return rc;
+    int64_t have = 0;
+    double load_s = 0, index_s = 0;
+    if ((rc = store_count(st, &have, err)))
+        goto done;
+    if (have != 0 && have != (int64_t)n) {
+        rc = err_set(err, ERR_CONFLICT, "%s holds %lld items, not 0 nor the base's %zu: give a "
+                     "new store", store_name(st), (long long)have, n);
+        goto done;
+    }
+    double t0 = mono_now();
+    if (!have && (rc = store_load(st, base, n, (int)o->dim, err)))
+        goto done;
+    load_s = mono_now() - t0;
+    /* the first search builds (or loads) a local index: timed apart */
+    struct run r;
+    t0 = mono_now();
+    if ((rc = store_queries(st, qs, 1, (int)o->dim, truth, (size_t)o->k, 0, &r, err)))
+        goto done;
+    index_s = mono_now() - t0;
+    for (int e = 0; e < o->nefs; e++) {
+        if ((rc = store_queries(st, qs, nq, (int)o->dim, truth, (size_t)o->k, (int)o->efs[e], &r,
+                                err)))
+            goto done;
+        printf("{\"what\": \"store_ann\", \"store\": \"%s\", \"index\": \"%s\", \"n\": %zu, "
+               "\"dim\": %ld, \"m\": %ld, \"ef_construction\": %ld, \"load_s\": %.1f, "
+               "\"loaded\": %s, \"first_search_s\": %.2f, \"ef_search\": %ld, "
+               "\"recall_at_%ld\": %.4f, \"queries_per_s\": %.1f, \"p99_ms\": %.3f}\n",
+               store_kind(st), store_index_kind(st), n, o->dim, o->m, o->efc, load_s,
+               have ? "false" : "true", index_s, o->efs[e], o->k, r.recall, r.qps, r.p99_ms);
+        fflush(stdout);
+    }
+done:;
+    struct err ce;
+    if (store_close(st, &ce) && !rc) {
+        *err = ce;
+        rc = -ce.code;
+    }
+    return rc;
+}
+
 /* Builds the index and measures it as o asks; returns the exit code. */
+
 static int work(const struct ann_opts *o)
 {
     const long dim = o->dim, m = o->m, efc = o->efc, quant = o->quant, threads = o->threads,
@@ -211,6 +348,11 @@ static int work(const struct ann_opts *o)
                      truth_p, nt, nq);
         goto fail;
     }
+    for (int i = 0; i < o->nstores; i++)
+        if ((rc = store_bench(o, o->stores[i], base, n, qs, nq, truth, &err)))
+            goto fail;
+    if (o->nstores)
+        goto fail; /* rc 0: done */
     struct hnsw_params p;
     hnsw_params_default(&p);
     p.m = (int)m;

@@ -174,8 +174,9 @@ static void usage(FILE *f)
             "does not change: counted as skipped, not failed again.\n"
             "\n"
             "options:\n"
-            "  --store PATH         the store (an SQLite file; PATH.hnsw holds its index),\n"
-            "                       created if missing (default $IMGSEARCH_STORE, else\n"
+            "  --store PATH|URL     the store (an SQLite file, PATH.hnsw holding its index;\n"
+            "                       or a postgres[ql]://... URL), created if missing\n"
+            "                       (default $IMGSEARCH_STORE, else\n"
             "                       ~/.local/share/imgsearch/store.db)\n"
             "  --model DIR          model folder (default $IMGSEARCH_MODEL); a store made\n"
             "                       with another model is refused: see imgsearch reindex\n"
@@ -188,6 +189,11 @@ static void usage(FILE *f)
             "                       'id' names the item, the others become its fields,\n"
             "                       merged over its metadata (unchanged files too)\n"
             "  --prune              delete items whose files under the PATHs are gone\n"
+            "  --no-migrate         do not create or upgrade the store's schema (nor convert\n"
+            "                       it to pgvector): a store whose schema is missing or\n"
+            "                       older is refused (exit code 2; run 'imgsearch migrate\n"
+            "                       --store URL'). By default the schema is migrated, as\n"
+            "                       'imgsearch migrate' does\n"
             "  --batch N            images per forward pass and transaction (default 16)\n"
             "  --decoders N         decoder threads (default: the CPUs, at most 8)\n"
             "  --precision P        auto (default), fp32 or bf16\n"
@@ -199,6 +205,7 @@ struct idx_opts {
     const char *model;
     const char *metadata;
     int prune;
+    int no_migrate;
     long batch;
     long decoders;
     enum ingest_id_from id_from;
@@ -212,7 +219,8 @@ static int parse_opts(int argc, char **argv, struct idx_opts *o, char ***paths, 
         {"metadata", required_argument, 0, 'M'},  {"prune", no_argument, 0, 'P'},
         {"batch", required_argument, 0, 'b'},     {"precision", required_argument, 0, 'p'},
         {"id-from", required_argument, 0, 'i'},   {"decoders", required_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
+        {"no-migrate", no_argument, 0, 'N'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     int c;
     struct err err;
@@ -225,6 +233,7 @@ static int parse_opts(int argc, char **argv, struct idx_opts *o, char ***paths, 
         case 'm': o->model = optarg; break;
         case 'M': o->metadata = optarg; break;
         case 'P': o->prune = 1; break;
+        case 'N': o->no_migrate = 1; break;
         case 'b':
             if (cmd_parse_int("index", "--batch", optarg, 1, 256, &o->batch))
                 return 2;
@@ -363,7 +372,8 @@ static int run(int argc, char **argv)
         goto fail;
     }
     struct store_options so = {.model = clip_model_id(p->model), .dim = p->dim, .create = 1,
-                               .former_model = clip_model_former_id(p->model)};
+                               .former_model = clip_model_former_id(p->model),
+                               .no_migrate = o.no_migrate};
     if ((rc = cmd_store_open(&st, o.store, &so, &err))) {
         rc = cmd_fail("index", &err);
         if (err.code == ERR_MODEL_MISMATCH)

@@ -5,7 +5,9 @@
  * to pgvector, or its pgvector index rebuilt with other parameters) before
  * starting servers: migrations are idempotent and versioned, and several
  * processes migrating at once wait for one another (store_pg.c). No model
- * is loaded: a new store needs --model-id and --dim.
+ * is loaded: a new store needs --model-id and --dim. `index` and `serve`
+ * migrate on open too, unless --no-migrate (store_options.no_migrate),
+ * which makes them refuse a missing or older schema and name this command.
  */
 #include "cmd/cmd.h"
 

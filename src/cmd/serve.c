@@ -35,7 +35,13 @@ static void usage(FILE *f)
             "\n"
             "options (environment variable in brackets):\n"
             "  --store PATH|URL        the store, created if missing [IMGSEARCH_STORE]; a\n"
-            "                          postgres:// or postgresql:// URL needs --uploads\n"
+            "                          postgres:// or postgresql:// URL needs --uploads.\n"
+            "                          Its schema is created or upgraded on start, as\n"
+            "                          'imgsearch migrate' does\n"
+            "  --no-migrate            do not create or upgrade the store's schema (nor\n"
+            "                          convert it to pgvector): a store whose schema is\n"
+            "                          missing or older is refused (exit code 2; run\n"
+            "                          'imgsearch migrate --store URL') [IMGSEARCH_NO_MIGRATE]\n"
             "  --uploads DIR           where images uploaded with PUT /items/{id} are kept\n"
             "                          (default: PATH.images next to an embedded store)\n"
             "                          [IMGSEARCH_UPLOADS]\n"
@@ -103,6 +109,7 @@ enum {
     O_PER_ADDR, O_HEAD_TIMEOUT, O_RATE, O_BURST, O_GRACE, O_UPLOADS, O_ACCESS_LOG, O_CORS,
     O_RESCAN, O_NO_INOTIFY, /* catalog sync (ingest/watch.c) */
     O_LEASE,
+    O_NO_MIGRATE,
 };
 
 static const struct option opts[] = {
@@ -140,6 +147,7 @@ static const struct option opts[] = {
     {"rescan-interval", required_argument, 0, O_RESCAN},
     {"lease-seconds", required_argument, 0, O_LEASE},
     {"no-inotify", no_argument, 0, O_NO_INOTIFY},
+    {"no-migrate", no_argument, 0, O_NO_MIGRATE},
     {0, 0, 0, 0},
 };
 
@@ -259,6 +267,7 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
     case O_KEY_ALL:
     case O_FULL:
     case O_NO_INOTIFY:
+    case O_NO_MIGRATE:
     case O_QUIET: {
         int b = 1;
         if (from_env) {
@@ -273,6 +282,8 @@ static int apply(struct serve_opts *o, int id, const char *v, const char *src, i
             c->pipe.full_decode = b;
         else if (id == O_NO_INOTIFY)
             c->no_inotify = b;
+        else if (id == O_NO_MIGRATE)
+            c->no_migrate = b;
         else
             o->quiet = b;
         break;

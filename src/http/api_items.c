@@ -240,8 +240,11 @@ void http__api_item_put(struct http_req *r)
     snprintf(path, pl, "%s/%s.%s", s->upload_dir, sha, img_format_name(fmt));
     pthread_mutex_lock(&s->upload_mu);
     locked = 1;
-    struct err ge;
-    int had = store_get(s->store, r->m.id, &old, &ge) == 0;
+    /* the item's old upload, dropped once replaced; a store that does not
+     * answer (a database down) fails the PUT here, before a file is written */
+    int grc = store_get(s->store, r->m.id, &old, &e), had = grc == 0;
+    if (grc && grc != -ERR_NOT_FOUND)
+        goto fail;
     if (!fs_exists(path) && fs_write_file(path, b.p, b.n, &e))
         goto fail;
     struct store_item it = {

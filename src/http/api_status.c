@@ -60,12 +60,16 @@ void http__api_health(struct http_req *r)
         /* the file's name, not where it lies; nothing of a URL (it may hold
          * a password) */
         const char *base = strrchr(s->cfg.store, '/');
+        /* which index serves: fixed at open, no query (a static string) */
+        const char *index = store_index_kind(s->store);
         if (strstr(s->cfg.store, "://"))
-            json_object_set_new(j, "store", json_pack("{s:s}", "kind", "postgres"));
+            json_object_set_new(j, "store",
+                                json_pack("{s:s,s:s}", "kind", "postgres", "index", index));
         else
             json_object_set_new(j, "store",
-                                json_pack("{s:s,s:o}", "kind", "embedded", "name",
-                                          http__str_json(base ? base + 1 : s->cfg.store)));
+                                json_pack("{s:s,s:o,s:s}", "kind", "embedded", "name",
+                                          http__str_json(base ? base + 1 : s->cfg.store),
+                                          "index", index));
         json_object_set_new(j, "items", json_integer(items));
         json_object_set_new(j, "waiting", json_integer(waiting));
         /* items marked failed in the store (by any server), as of this

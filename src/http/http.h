@@ -56,6 +56,8 @@ struct http_config {
     int lease_seconds;            /* lease of a precompute claim (0: 120 s) */
     int rescan_interval_s;        /* catalog rescan period (60 s); < 0 none (ingest/watch.c) */
     int no_inotify;               /* 1: no inotify on the catalog, rescans only */
+    int no_migrate;               /* 1: refuse a store whose schema is missing or older
+                                   * (store_options.no_migrate) */
     int load_delay_ms;            /* tests: wait before loading the model */
     const char *version;          /* shown by /health */
     void (*log)(const char *msg); /* one line, no newline; NULL: silent */

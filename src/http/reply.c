@@ -108,6 +108,11 @@ void http__scrub(const struct http_server *s, const char *msg, char *out, size_t
         replace_all(out, n, s->store_dir, "<store>");
     if (s->cfg.store)
         replace_all(out, n, s->cfg.store, "<store>");
+    /* the store's own messages name a database URL without its password
+     * ("postgresql://user:***@host/db"): not the text of --store. The
+     * store is there once the state is READY (set after it, atomically). */
+    if (atomic_load(&s->state) == HTTP__READY && s->store)
+        replace_all(out, n, store_name(s->store), "<store>");
     if (s->cfg.model)
         replace_all(out, n, s->cfg.model, "<model>");
     for (int i = 0; i < s->cfg.ncatalogs; i++)

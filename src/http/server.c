@@ -788,7 +788,7 @@ int http_server_load(struct http_server *s, struct err *err)
     /* PostgreSQL: a connection per worker, plus the precompute worker's */
     struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1,
                                .former_model = clip_model_former_id(s->pipe->model),
-                               .pool = c->threads + 2};
+                               .pool = c->threads + 2, .no_migrate = c->no_migrate};
     if ((rc = store_open(&s->store, c->store, &so, err)))
         goto fail;
     if ((rc = open_uploads(s, err)))

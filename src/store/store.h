@@ -77,8 +77,10 @@ struct store_options {
     int lists;         /* IVFFlat lists (0: 100) */
     int probes;        /* IVFFlat probes per search (0: 10) */
     int pool;          /* connections (0: 4) */
-    int no_migrate;    /* do not create or upgrade the schema: an older one is
-                        * ERR_UNSUPPORTED_FORMAT ("run imgsearch migrate") */
+    int no_migrate;    /* do not create or upgrade the schema, nor convert to
+                        * pgvector or rebuild its index: a missing or older
+                        * schema is ERR_UNSUPPORTED_FORMAT ("run imgsearch
+                        * migrate --store ...") */
     int no_vector;     /* do not use pgvector even when it is there (tests of
                         * the fallback; IMGSEARCH_PG_NO_VECTOR=1 too) */
 };

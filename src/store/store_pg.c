@@ -12,8 +12,11 @@
  *     holds one connection until it commits; the batch owner's reads go
  *     through it. A connection found broken is reset; while the server
  *     does not answer, calls fail at once with ERR_UNAVAILABLE (503) for a
- *     backoff period that doubles from 100 ms to 5 s, and the next call
- *     after it tries again: the store recovers by itself.
+ *     backoff period that doubles from 100 ms to 2 s, and the next call
+ *     after it tries again: the store recovers by itself. Once the server
+ *     is found gone, every connection of the pool made before is reset on
+ *     its next use (after a restart they are all dead, though libpq does
+ *     not know it yet).
  *  3. Schema (versioned in schema_version, created or upgraded by the
  *     first open that may, under an advisory lock so that several servers
  *     starting together migrate once): items (seq bigserial: the index
@@ -280,8 +283,9 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
             return err_set(err, ERR_NOT_FOUND, "%s: no store in this database (create one with "
                            "imgsearch index, or migrate --model-id ID --dim N)", st->name);
         if (o->no_migrate)
-            return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: no schema, and migrations are off "
-                           "(run imgsearch migrate)", st->name);
+            return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: the database has no store schema "
+                           "and migrations are off: run 'imgsearch migrate --store %s' (with "
+                           "--model-id and --dim for a new store)", st->name, st->name);
         if ((rc = pg__run_sql(st, c, pg_schema_v1, err)))
             return rc;
     }
@@ -295,8 +299,8 @@ static int schema(struct store *st, struct pconn *c, const struct store_options 
                        "this imgsearch (%d)", st->name, version, PG_SCHEMA_VERSION);
     if (version < 2 && o && o->no_migrate)
         return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %ld is older than "
-                       "this imgsearch's (%d) and migrations are off (run imgsearch migrate)",
-                       st->name, version, PG_SCHEMA_VERSION);
+                       "this imgsearch's (%d) and migrations are off: run 'imgsearch migrate "
+                       "--store %s'", st->name, version, PG_SCHEMA_VERSION, st->name);
     if (version < 2) /* under the migration lock (setup): once, whoever comes first */
         rc = pg__run_sql(st, c, pg_schema_v2, err);
     return rc;
@@ -784,11 +788,13 @@ static int fill_item(struct store *st, PGresult *r, int row, int with_vec, struc
 }
 
 /* Runs a read statement on the caller's connection (its batch's, or one
- * of the pool); *r is the result. */
+ * of the pool); *r is the result, NULL on error (the callers PQclear it
+ * either way: it must not be left unset when no connection was had). */
 static int read_q(struct store *st, enum pstmt id, int n, const char *const *v, PGresult **r,
                   struct err *err)
 {
     struct pconn *c;
+    *r = NULL;
     int rc = pg__get_conn(st, &c, err);
     if (rc)
         return rc;

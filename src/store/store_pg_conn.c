@@ -31,7 +31,10 @@ static int mark_down(struct store *st, PGconn *pg, struct err *err)
     pthread_mutex_lock(&b->mu);
     int wait = b->backoff_ms;
     b->down_until_ms = now_ms() + wait;
-    b->backoff_ms = wait * 2 > 5000 ? 5000 : wait * 2;
+    /* at most 2 s: clients are told to retry after 1 s (Retry-After), and
+     * a longer wait would fail their retries after the server is back */
+    b->backoff_ms = wait * 2 > 2000 ? 2000 : wait * 2;
+    b->gen++; /* the pool's other connections may be as dead as this one */
     pthread_mutex_unlock(&b->mu);
     const char *m = pg ? PQerrorMessage(pg) : "";
     size_t ml = strcspn(m, "\n");
@@ -45,11 +48,17 @@ static void quiet(void *arg, const char *message)
     (void)message;
 }
 
-/* Connects or repairs c (not locked by anyone else). */
-static int conn_ready(struct store *st, struct pconn *c, struct err *err)
+/* Connects or repairs c (not locked by anyone else). gen is pgbe.gen when
+ * c was taken: a connection made before the server was last found gone is
+ * reset even if libpq still calls it OK. After a restart of the server
+ * every connection of the pool is dead, but libpq learns it only when a
+ * query fails: without this, each one would fail a request (503) and start
+ * a new backoff, one after another, long after the server is back. */
+static int conn_ready(struct store *st, struct pconn *c, uint64_t gen, struct err *err)
 {
-    if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
+    if (c->pg && c->gen == gen && PQstatus(c->pg) == CONNECTION_OK)
         return 0;
+    c->gen = gen;
     if (c->pg)
         PQreset(c->pg);
     else
@@ -95,8 +104,9 @@ static int get_conn_(struct store *st, struct pconn **out, int batch, struct err
             pthread_cond_wait(&b->cv, &b->mu);
     }
     c->busy = 1;
+    uint64_t gen = b->gen;
     pthread_mutex_unlock(&b->mu);
-    int rc = conn_ready(st, c, err);
+    int rc = conn_ready(st, c, gen, err);
     if (rc) {
         pthread_mutex_lock(&b->mu);
         c->busy = 0;

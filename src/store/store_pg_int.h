@@ -47,6 +47,7 @@ struct pconn {
     PGconn *pg;        /* NULL until first used */
     uint64_t prepared; /* bit i: statement i prepared on this connection */
     int busy;          /* handed out (pool mutex) */
+    uint64_t gen;      /* pgbe.gen when it was (re)connected */
 };
 
 struct pgbe {
@@ -58,6 +59,8 @@ struct pgbe {
     pthread_cond_t cv;     /* a connection came back */
     int64_t down_until_ms; /* fail fast until then */
     int backoff_ms;        /* next backoff */
+    uint64_t gen;          /* bumped each time the server is found gone: a
+                            * connection older than that is reset before use */
     struct pconn *batch;   /* held by the open batch */
     struct pconn *snap;    /* held between snap_begin and snap_end */
     int vector;            /* the column is vector(D) */

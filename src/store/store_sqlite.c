@@ -413,7 +413,7 @@ static int rename_model(struct lite *l, struct conn *c, const char *from, const 
 
 /* Brings the schema to the last version (inside the caller's write
  * transaction); refuses a database that is not an empty one or a store. */
-static int migrate(struct lite *l, struct conn *c, struct err *err)
+static int migrate(struct lite *l, struct conn *c, int no_migrate, struct err *err)
 {
     int version = 0, have = 0, rc;
     if ((rc = query_int(l, c, "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
@@ -432,6 +432,10 @@ static int migrate(struct lite *l, struct conn *c, struct err *err)
         if (tables)
             return err_set(err, ERR_CORRUPT, "%s: an SQLite database but not an imgsearch store",
                            l->path);
+        if (no_migrate)
+            return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: no store schema yet and migrations "
+                           "are off: run 'imgsearch migrate --store %s' (with --model-id and "
+                           "--dim for a new store)", l->path, l->path);
         if ((rc = exec(l, c, "CREATE TABLE schema_version(version INTEGER NOT NULL);"
                              "INSERT INTO schema_version VALUES (0);", err)))
             return rc;
@@ -441,6 +445,10 @@ static int migrate(struct lite *l, struct conn *c, struct err *err)
         return err_set(err, ERR_UNSUPPORTED_FORMAT,
                        "%s: store schema version %d is newer than this imgsearch (%d)", l->path,
                        version, nmig);
+    if (version < nmig && no_migrate)
+        return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: store schema version %d is older than "
+                       "this imgsearch's (%d) and migrations are off: run 'imgsearch migrate "
+                       "--store %s'", l->path, version, nmig, l->path);
     for (int v = version; v < nmig; v++) {
         if ((rc = exec(l, c, migrations[v], err)))
             return rc;
@@ -464,7 +472,7 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
     if ((rc = exec(l, c, "BEGIN IMMEDIATE", err)))
         return rc;
     char *model = NULL, *dims = NULL, *dbid = NULL;
-    if ((rc = migrate(l, c, err)))
+    if ((rc = migrate(l, c, o && o->no_migrate, err)))
         goto done;
     if ((rc = meta_get(l, c, "model", &model, err)) || (rc = meta_get(l, c, "dim", &dims, err)) ||
         (rc = meta_get(l, c, "db_id", &dbid, err)))

@@ -54,7 +54,56 @@ pg_cli() {
   t_grep "$OUT" 'butterfly_exif6.jpg'
 }
 
+# no_migrate NAME SERVER_URL: index and serve with --no-migrate refuse a
+# database without the schema, or with an older one (exit 2, saying to run
+# imgsearch migrate --store URL), and run on one migrate made
+no_migrate() {
+  local name=$1 url=${2%%\?*} q=
+  [[ $2 == *\?* ]] && q=?${2#*\?}
+  psql -q -X "$2" -c "CREATE DATABASE $name" >/dev/null || { bad "CREATE DATABASE $name"; return; }
+  url=${url%/*}/$name$q
+  t_run 2 "$BIN" index --store "$url" --model "$MODEL" --no-migrate "$MODEL/images/fruits.jpg"
+  t_grep "$ERR" "no store schema yet|no store schema and migrations are off"
+  t_grep "$ERR" "run 'imgsearch migrate --store postgresql://[^']*/$name"
+  t_run 2 "$BIN" serve --store "$url" --uploads "$T_TMP/$name.up" --model "$MODEL" \
+    --listen 127.0.0.1:0 --no-migrate
+  t_grep "$ERR" "migrations are off: run 'imgsearch migrate --store "
+  # nothing was made
+  t_eq "tables after a refused --no-migrate" \
+    "$(psql -X -At "$url" -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")" 0
+  # without it, index migrates (as imgsearch migrate does); then it runs
+  t_run 0 "$BIN" index --store "$url" --model "$MODEL" "$MODEL/images/fruits.jpg"
+  t_run 0 "$BIN" index --store "$url" --model "$MODEL" --no-migrate "$MODEL/images/left01.jpg"
+  t_grep "$OUT" '"added": 1,'
+  # a schema older than this imgsearch's (the current version minus one
+  # stands for one; put back after)
+  cur=$(psql -q -X -tA "$url" -c 'SELECT max(version) FROM schema_version')
+  psql -q -X "$url" -c "UPDATE schema_version SET version = version - 1 WHERE version = $cur" >/dev/null
+  t_run 2 env IMGSEARCH_NO_MIGRATE=1 "$BIN" serve --store "$url" --uploads "$T_TMP/$name.up" \
+    --model "$MODEL" --listen 127.0.0.1:0
+  t_grep "$ERR" "schema version $((cur - 1)) is older than this imgsearch's \($cur\) and migrations are off: run 'imgsearch migrate --store postgresql://"
+  t_run 2 "$BIN" index --store "$url" --model "$MODEL" --no-migrate "$MODEL/images/fruits.jpg"
+  psql -q -X "$url" -c "UPDATE schema_version SET version = $cur WHERE version = $((cur - 1))" >/dev/null
+}
+
+# --no-migrate on the embedded store: a file without the schema is refused too
+t_run 2 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$MODEL/images/fruits.jpg"
+t_grep "$ERR" "no store schema yet and migrations are off: run 'imgsearch migrate --store .*nomig.db'"
+t_run 0 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" "$MODEL/images/fruits.jpg"
+t_run 0 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$MODEL/images"
+if command -v sqlite3 >/dev/null; then
+  # an older schema (the current version minus one stands for one)
+  cur=$(sqlite3 "$T_TMP/nomig.db" 'SELECT max(version) FROM schema_version')
+  sqlite3 "$T_TMP/nomig.db" "UPDATE schema_version SET version = version - 1 WHERE version = $cur"
+  t_run 2 "$BIN" index --store "$T_TMP/nomig.db" --model "$MODEL" --no-migrate "$MODEL/images"
+  t_grep "$ERR" "schema version $((cur - 1)) is older than this imgsearch's \($cur\) and migrations are off"
+  sqlite3 "$T_TMP/nomig.db" "UPDATE schema_version SET version = $cur WHERE version = $((cur - 1))"
+else
+  bad "sqlite3 is not installed (scripts/install-deps)"
+fi
+
 if pg15_start; then
+  no_migrate nomig "$PG15_URL"
   suite postgresql-15 "$PG15_URL" IMGSEARCH_TEST_PG_STOP="$PG15_STOP" IMGSEARCH_TEST_PG_START="$PG15_START"
   psql -q "$PG15_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null 2>&1
   pg_cli pg15 "$PG15_URL" local-hnsw

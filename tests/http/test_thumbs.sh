@@ -72,12 +72,15 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "0000"' "$URL/i
 t_eq "If-None-Match with another tag" "$code" 200
 code=$(curl -s -D "$H" -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$URL/items/fruits.jpg/thumb?size=256")
 t_eq "the size is part of the tag" "$code" 200
-# the cache: one file per thumbnail, same bytes the second time
-n=$(ls "$T_TMP/store.db.thumbs" | grep -c '\.jpg$')
+# the cache: one file per thumbnail, same bytes the second time (a database
+# store, under test_http_pg.sh, keeps them under UPLOADS/.thumbs)
+THUMBS=$T_TMP/store.db.thumbs
+[ -z "${IMGSEARCH_TEST_PG_URL:-}" ] || THUMBS=$T_TMP/store.db.images/.thumbs
+n=$(ls "$THUMBS" | grep -c '\.jpg$')
 t_eq "cache files" "$n" $((3 + 2 * HAVE_CJPEG))
 curl -s -o "$T_TMP/f128b.jpg" "$URL/items/fruits.jpg/thumb?size=128"
 if cmp -s "$T_TMP/f128.jpg" "$T_TMP/f128b.jpg"; then ok; else bad "the cached thumbnail differs"; fi
-t_eq "a hit writes nothing" "$(ls "$T_TMP/store.db.thumbs" | grep -c '\.jpg$')" "$n"
+t_eq "a hit writes nothing" "$(ls "$THUMBS" | grep -c '\.jpg$')" "$n"
 # HEAD like GET
 code=$(curl -s -I -o /dev/null -w '%{http_code}' "$URL/items/fruits.jpg/thumb?size=128")
 t_eq "HEAD" "$code" 200
