@@ -499,6 +499,31 @@ static uint64_t former_hash(const struct st_file *st)
     return h ^ st->size;
 }
 
+/* m->id from config's _name_or_path and the tensors (never the folder's
+ * name: a copy or a conversion is the same model for a store), and
+ * m->former_id, the id earlier versions gave a safetensors file. */
+static int make_ids(struct clip_model *m, json_t *cfg, struct err *err)
+{
+    const char *name = NULL;
+    json_t *np = cfg ? json_object_get(cfg, "_name_or_path") : NULL;
+    if (json_is_string(np) && json_string_length(np) > 0)
+        name = json_string_value(np);
+    char idbuf[600];
+    snprintf(idbuf, sizeof idbuf, "%s@%016llx", name ? name : "clip",
+             (unsigned long long)weights_hash(m->st));
+    if (!(m->id = strdup(idbuf)))
+        return err_set(err, ERR_NOMEM, "out of memory");
+    if (!m->st->mapped) /* a PyTorch checkpoint: earlier versions could not read it */
+        return 0;
+    char *dcopy = name ? NULL : strdup(m->dir);
+    snprintf(idbuf, sizeof idbuf, "%s@%016llx", name ? name : dcopy ? basename(dcopy) : "clip",
+             (unsigned long long)former_hash(m->st));
+    free(dcopy);
+    if (!(m->former_id = strdup(idbuf)))
+        return err_set(err, ERR_NOMEM, "out of memory");
+    return 0;
+}
+
 /* Opens a weights file by its first bytes: a PyTorch checkpoint (zip or
  * legacy pickle) is read into memory, anything else is safetensors. */
 static int open_weights(struct st_file **out, const char *path, struct err *err)
@@ -607,31 +632,8 @@ int clip_model_load(struct clip_model **out, const char *path,
     }
     if ((rc = load_prep(m, err)))
         goto fail;
-    const char *name = NULL;
-    json_t *np = cfg ? json_object_get(cfg, "_name_or_path") : NULL;
-    if (json_is_string(np) && json_string_length(np) > 0)
-        name = json_string_value(np);
-    /* identity from the weights: never the folder's name (a copy or a
-     * conversion is the same model for a store) */
-    char idbuf[600];
-    snprintf(idbuf, sizeof idbuf, "%s@%016llx", name ? name : "clip",
-             (unsigned long long)weights_hash(m->st));
-    m->id = strdup(idbuf);
-    if (!m->id) {
-        rc = err_set(err, ERR_NOMEM, "out of memory");
+    if ((rc = make_ids(m, cfg, err)))
         goto fail;
-    }
-    if (m->st->mapped) { /* a safetensors file: what earlier versions read */
-        char *dcopy = name ? NULL : strdup(m->dir);
-        snprintf(idbuf, sizeof idbuf, "%s@%016llx",
-                 name ? name : dcopy ? basename(dcopy) : "clip",
-                 (unsigned long long)former_hash(m->st));
-        free(dcopy);
-        if (!(m->former_id = strdup(idbuf))) {
-            rc = err_set(err, ERR_NOMEM, "out of memory");
-            goto fail;
-        }
-    }
     if (!m->has_text) { /* the token table pointer would dangle otherwise */
         st_close(m->st);
         m->st = NULL;
