@@ -131,6 +131,10 @@ int store__in_batch(const struct store *st);
  * STORE_VEC_MIN_NORM). */
 int store__valid_vec(const float *v, int dim);
 
+/* Catches the local index up and returns with idx_lock held for reading
+ * and st->idx set (store.c); the caller unlocks. */
+int store__lock_current_index(struct store *st, struct err *err);
+
 /* A fresh random database id (63 bits). */
 uint64_t store__new_db_id(void);
 

@@ -29,6 +29,13 @@
  *
  * Everything SQL of the embedded store is here, so a schema change is made
  * in one place; store.c holds what every backend shares.
+ *
+ * Size: about 1,400 lines, over the 1,200 we aim for, on purpose: the
+ * schema, its migrations and every statement that depends on them are read
+ * together when the schema changes (as schema 3 just did). The next split
+ * is along the sections below: the leased claims, reads and search into
+ * store_sqlite_read.c, with the connection, statement cache and helpers
+ * in a store_sqlite_int.h.
  */
 #include <dirent.h>
 #include <errno.h>
