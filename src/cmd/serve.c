@@ -23,6 +23,7 @@
 
 #include "http/http.h"
 #include "pipe/pipe.h"
+#include "store/store.h"
 
 static void usage(FILE *f)
 {
@@ -371,12 +372,6 @@ static void *load_main(void *arg)
     return NULL;
 }
 
-/* 1 when store names a PostgreSQL database rather than a file. */
-static int is_db_url(const char *store)
-{
-    return !strncmp(store, "postgres://", 11) || !strncmp(store, "postgresql://", 13);
-}
-
 /* Fills o from the environment, then argv (which wins). Returns 0 to go
  * on, 2 for a usage error (printed), or -1 when --help was printed. */
 static int parse_opts(struct serve_opts *o, int argc, char **argv)
@@ -417,7 +412,7 @@ static int parse_opts(struct serve_opts *o, int argc, char **argv)
     struct http_config *cfg = &o->cfg;
     if (!cfg->store || !*cfg->store)
         return cmd_usage_error("serve", "--store PATH is required (or set IMGSEARCH_STORE)");
-    if (is_db_url(cfg->store)) {
+    if (store_is_url(cfg->store)) {
         if (!cfg->uploads || !*cfg->uploads)
             return cmd_usage_error("serve", "--store is a database URL: --uploads DIR is "
                                    "required (the folder where uploaded images are kept)");
@@ -498,6 +493,7 @@ static int serve(struct serve_opts *o)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (sig > 0)
         log_line(sig == SIGTERM ? "SIGTERM: shutting down" : "SIGINT: shutting down");
+    http_server_cancel_load(s);
     if (loading)
         pthread_join(lt, NULL);
     if (atomic_load(&l.done) < 0) {

@@ -85,8 +85,13 @@ int http_server_start(struct http_server **out, const struct http_config *cfg,
 const char *http_server_url(const struct http_server *s);
 
 /* Loads the model and the store and starts the background work. On error
- * the server stays up answering 503 until shut down. */
+ * the server stays up answering 503 until shut down. A database store that
+ * does not answer yet is waited for (503 on /ready meanwhile). */
 int http_server_load(struct http_server *s, struct err *err);
+
+/* Makes a http_server_load waiting for the database give up (any thread,
+ * e.g. on SIGTERM); it then fails with the database's error. */
+void http_server_cancel_load(struct http_server *s);
 
 /* Stops accepting, waits up to grace_s for in-flight requests, then
  * answers the requests still queued for a worker 503, waits for the ones a

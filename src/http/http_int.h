@@ -61,6 +61,7 @@ struct http_server {
     char url[300];                  /* http://host:port */
     atomic_int state;               /* enum http__state */
     atomic_int draining;            /* shutting down: new requests get 503 */
+    atomic_int load_cancel;         /* http_server_cancel_load was called */
     atomic_int inflight;            /* requests begun and not completed */
     int stopped;                    /* http_server_shutdown ran */
     double t_start;                 /* monotonic seconds at start */

@@ -756,6 +756,32 @@ static int thumbs_open(struct http_server *s, struct err *err)
     return rc;
 }
 
+/* Opens the store. A database that does not answer yet (started after the
+ * service, or restarting) is tried again, 100 ms doubling to 2 s, until it
+ * answers or http_server_cancel_load; /ready says 503 meanwhile. */
+static int open_store(struct http_server *s, const struct store_options *so, struct err *err)
+{
+    int wait_ms = 100, said = 0;
+    for (;;) {
+        int rc = store_open(&s->store, s->cfg.store, so, err);
+        if (rc != -ERR_UNAVAILABLE || !store_is_url(s->cfg.store))
+            return rc;
+        if (!said++)
+            http__logf(s, "%s: waiting for the database", err->msg);
+        for (int t = 0; t < wait_ms; t += 50) {
+            if (atomic_load(&s->load_cancel))
+                return rc;
+            usleep(50 * 1000);
+        }
+        wait_ms = wait_ms < 1000 ? wait_ms * 2 : 2000;
+    }
+}
+
+void http_server_cancel_load(struct http_server *s)
+{
+    atomic_store(&s->load_cancel, 1);
+}
+
 int http_server_load(struct http_server *s, struct err *err)
 {
     const struct http_config *c = &s->cfg;
@@ -789,7 +815,7 @@ int http_server_load(struct http_server *s, struct err *err)
     struct store_options so = {.model = s->model_id, .dim = s->pipe->dim, .create = 1,
                                .former_model = clip_model_former_id(s->pipe->model),
                                .pool = c->threads + 2, .no_migrate = c->no_migrate};
-    if ((rc = store_open(&s->store, c->store, &so, err)))
+    if ((rc = open_store(s, &so, err)))
         goto fail;
     if ((rc = open_uploads(s, err)))
         goto fail;

@@ -170,6 +170,45 @@ h GET /ready
 t_code 200
 serve_stop
 t_eq "exit code after SIGTERM" "$RC" 0
+
+# ---- the database down when serve starts: it waits for it ------------------------
+# /health answers (loading), /ready is 503 until the database is up, then
+# the service is ready by itself; SIGTERM while it waits ends it at once.
+sh -c "$PG15_STOP" || bad "PG15_STOP failed"
+serve_start waitdb --store "$STORE" --uploads "$T_TMP/restart.images" --model "$MODEL"
+sleep 1.5
+h GET /health
+t_code 200
+t_grep "$OUT" '"status":"loading"'
+h GET /ready
+t_code 503
+t_grep "$SLOG" 'the database is unavailable.*waiting for the database'
+t_nogrep "$SLOG" 's3cret'
+sh -c "$PG15_START" || bad "PG15_START failed: $(tail -n 3 "$PG15_DIR/log")"
+t_up=$(ms)
+for _ in $(seq 100); do
+  h GET /ready
+  [ "$CODE" = 200 ] && break
+  sleep 0.1
+done
+t_code 200
+echo "ready $(($(ms) - t_up)) ms after the database came up"
+t_lt "ms from the database's start to /ready 200" "$(($(ms) - t_up))" 6000
+h POST /search -H 'Content-Type: application/json' -d '{"id": "w0_0", "k": 1}'
+t_code 200
+serve_stop
+t_eq "exit code after SIGTERM (waited for the database)" "$RC" 0
+sh -c "$PG15_STOP" || bad "PG15_STOP failed"
+serve_start waitterm --store "$STORE" --uploads "$T_TMP/restart.images" --model "$MODEL"
+sleep 1
+t0=$(ms)
+kill -TERM "$PID"
+wait "$PID"
+RC=$?
+t_lt "ms from SIGTERM to exit while waiting for the database" "$(($(ms) - t0))" 3000
+t_eq "exit code after SIGTERM while waiting for the database" "$RC" 1
+t_grep "$SLOG" 'the database is unavailable'
+sh -c "$PG15_START" || bad "PG15_START failed"
 pg_servers_stop
 
 # ---- 4. pgvector (pglite-socket: PostgreSQL + pgvector in WebAssembly) -----------
