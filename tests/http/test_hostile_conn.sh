@@ -158,14 +158,17 @@ wait "$HPID" 2>/dev/null
 
 # ---- SIGTERM with a full work queue: the queued requests get 503 ----
 # one worker and 12 requests of 8 images (about 0.6 s each here)
-IMGSEARCH_SHUTDOWN_GRACE_S=1 IMGSEARCH_RATE_LIMIT=0 serve_start queue --store "$STORE" \
+IMGSEARCH_SHUTDOWN_GRACE_S=2 IMGSEARCH_RATE_LIMIT=0 serve_start queue --store "$STORE" \
   --model "$MODEL" --threads 1
 serve_ready || bad "queue server not ready"
 imgs=()
 for f in fruits.jpg chelsea.png coffee.png butterfly.jpg HappyFish.jpg aloeL.jpg \
   Blender_Suzanne1.jpg chelsea.webp; do imgs+=(-F "images=@$IMG/$f"); done
+# bodies go with the head (no wait for 100 Continue) and the grace is 2 s:
+# on a loaded machine (CI runs two suites at once) an upload still being
+# read when the grace ends is closed unanswered, which is not this case
 for i in $(seq 12); do
-  curl -s -o "$T_TMP/q$i.out" -w '%{http_code}' "${imgs[@]}" "$URL/extract-features-batch" \
+  curl -s -H 'Expect:' -o "$T_TMP/q$i.out" -w '%{http_code}' "${imgs[@]}" "$URL/extract-features-batch" \
     >"$T_TMP/q$i.code" &
 done
 # SIGTERM once every body is in: one request running, eleven waiting for
@@ -184,7 +187,7 @@ wait "$PID"
 RC=$?
 wait
 echo "SIGTERM to exit with 12 requests queued for 1 worker: $((t1 - t0)) ms"
-t_lt "ms from SIGTERM to exit with a full queue (grace 1 s)" "$((t1 - t0))" 4000
+t_lt "ms from SIGTERM to exit with a full queue (grace 2 s)" "$((t1 - t0))" 5000
 t_eq "exit code after SIGTERM with a full queue" "$RC" 0
 n200=$(cat "$T_TMP"/q*.code | grep -o 200 | wc -l)
 n503=$(cat "$T_TMP"/q*.code | grep -o 503 | wc -l)
