@@ -4,6 +4,9 @@
 #                    cannot run here (node, Chromium, curl, playwright-core
 #                    from package-lock.json, installed when missing, and
 #                    each extra TOOL), nothing when they can
+#   browser_or_skip [TOOL...]  the same check for a script that is all
+#                    browser: when something is missing, the script is one
+#                    skipped case and ends here
 #   browser_run SCRIPT ARGS... runs node tests/http/SCRIPT ARGS, prints its
 #                    output (text only), adds its "N passed, N failed" to this script's
 #                    counts and checks its exit code
@@ -23,6 +26,15 @@ browser_missing() {
     { echo "tool:npm|npm is not installed, and node_modules/playwright-core is missing"; return; }
   (cd "$BROWSER_ROOT" && npm ci --no-audit --no-fund) >"$T_TMP/npm.log" 2>&1 ||
     echo "tool:npm|npm ci failed: $(tail -n 3 "$T_TMP/npm.log" | tr '\n' ' ')"
+}
+
+browser_or_skip() {
+  local why
+  why=$(browser_missing "$@")
+  [ -z "$why" ] && return
+  t_skip "${why%%|*}" "${why#*|}"
+  t_done
+  exit
 }
 
 browser_run() {

@@ -11,12 +11,7 @@
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHOT=${BROWSER_SCREENSHOT:-$ROOT/build/browser-screenshot.png}
 . "$(dirname "$0")/browser.sh"
-why=$(browser_missing)
-if [ -n "$why" ]; then
-  t_skip "${why%%|*}" "${why#*|}"
-  t_done
-  exit
-fi
+browser_or_skip
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 

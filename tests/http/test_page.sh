@@ -12,12 +12,7 @@
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHOTS=${PAGE_SCREENSHOTS:-$(dirname "$BIN")/test-output/page}
 . "$(dirname "$0")/browser.sh"
-why=$(browser_missing cjpeg)
-if [ -n "$why" ]; then
-  t_skip "${why%%|*}" "${why#*|}"
-  t_done
-  exit
-fi
+browser_or_skip cjpeg
 . "$(dirname "$0")/server.sh"
 trap 'serve_kill_all; rm -rf "$T_TMP"' EXIT
 
