@@ -30,6 +30,7 @@
  * torch/_utils.py (_rebuild_tensor_v2). The zip container: util/zip.h.
  */
 #include "clip/pytorch.h"
+#include "util/fsutil.h"
 #include "util/zip.h"
 
 #include <errno.h>
@@ -995,25 +996,12 @@ done:
 int pt_open(struct st_file **out, const char *path, struct err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > PT_MAX_FILE) {
-        close(fd);
-        return err_set(err, ERR_TOO_LARGE, "%s: %lld bytes is over the %llu-byte limit", path,
-                       (long long)sb.st_size, (unsigned long long)PT_MAX_FILE);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (size && map == MAP_FAILED)
-        return err_set(err, ERR_IO, "%s: mmap: %s", path, strerror(errno));
-    int rc = pt_parse(out, size ? map : (const uint8_t *)"", size, path, err);
+    void *map;
+    size_t size;
+    int rc = fs_map_file(path, PT_MAX_FILE, &map, &size, err);
+    if (rc)
+        return rc;
+    rc = pt_parse(out, size ? map : (const uint8_t *)"", size, path, err);
     if (size)
         munmap(map, size);
     return rc;

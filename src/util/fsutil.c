@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -86,6 +87,33 @@ void fs_atomic_abort(struct fs_atomic *w)
     if (w->tmp)
         unlink(w->tmp);
     release(w);
+}
+
+int fs_map_file(const char *path, uint64_t max, void **map, size_t *size, struct err *err)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > max) {
+        close(fd);
+        return err_set(err, ERR_TOO_LARGE, "%s: %lld bytes is over the %llu-byte limit", path,
+                       (long long)sb.st_size, (unsigned long long)max);
+    }
+    size_t n = (size_t)sb.st_size;
+    void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (n && m == MAP_FAILED)
+        return err_set(err, ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    *map = m;
+    *size = n;
+    return 0;
 }
 
 int fs_read_file(const char *path, size_t max, uint8_t **out, size_t *len,

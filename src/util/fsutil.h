@@ -35,6 +35,11 @@ void fs_atomic_abort(struct fs_atomic *w);
 int fs_read_file(const char *path, size_t max, uint8_t **out, size_t *len,
                  struct err *err);
 
+/* Maps a regular file read-only: *map (NULL for an empty file) and *size;
+ * munmap(*map, *size) when done. Files over max bytes are ERR_TOO_LARGE,
+ * anything but a regular file ERR_BAD_PATH. */
+int fs_map_file(const char *path, uint64_t max, void **map, size_t *size, struct err *err);
+
 /* Writes a whole file durably (fs_atomic). */
 int fs_write_file(const char *path, const void *p, size_t n, struct err *err);
 

@@ -245,20 +245,12 @@ fail:
 int st_open(struct st_file **out, const char *path, struct err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(err, err_code_of_errno(errno, 1), "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return err_set(err, ERR_BAD_PATH, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (size && map == MAP_FAILED)
-        return err_set(err, ERR_IO, "%s: mmap: %s", path, strerror(errno));
-    int rc = st_parse(out, map, size, path, err);
+    void *map;
+    size_t size;
+    int rc = fs_map_file(path, UINT64_MAX, &map, &size, err);
+    if (rc)
+        return rc;
+    rc = st_parse(out, map, size, path, err);
     if (rc) {
         if (size)
             munmap(map, size);
