@@ -27,15 +27,11 @@
  *     processes never claim one item); lease times are ms of the
  *     machine's clock, which every process opening the file shares.
  *
- * Everything SQL of the embedded store is here, so a schema change is made
- * in one place; store.c holds what every backend shares.
- *
- * Size: about 1,400 lines, over the 1,200 we aim for, on purpose: the
- * schema, its migrations and every statement that depends on them are read
- * together when the schema changes (as schema 3 just did). The next split
- * is along the sections below: the leased claims, reads and search into
- * store_sqlite_read.c, with the connection, statement cache and helpers
- * in a store_sqlite_int.h.
+ * The schema, its migrations and every statement are here, so a schema
+ * change is made in one file; store_sqlite_index.c holds the reads of the
+ * local index and of searches (the changes log, embeddings, filters, hit
+ * rows), store_sqlite_int.h what the two share, store.c what every backend
+ * shares.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -50,43 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/store_int.h"
+#include "store/store_sqlite_int.h"
 
-enum stmt_id {
-    S_META_GET,
-    S_META_PUT,
-    S_ITEM_LOOKUP,
-    S_ITEM_INSERT,
-    S_ITEM_UPDATE_KEEP,
-    S_ITEM_UPDATE_EMB,
-    S_ITEM_SET_EMB,
-    S_ITEM_GET,
-    S_ITEM_DELETE,
-    S_ITEM_LIST,
-    S_ITEM_WAITING,
-    S_COUNT,
-    S_COUNT_WAITING,
-    S_FIND_SOURCE,
-    S_MAX_CSEQ,
-    S_CHANGES_SINCE,
-    S_EMB_BY_SEQ,
-    S_HIT_BY_SEQ,
-    S_TRIM,
-    S_TRIMMED,
-    S_COUNT_EMB,
-    S_ALL_EMB,
-    S_MAX_SEQ,
-    S_ITEM_EXISTS,
-    S_ITEM_BY_SEQ,
-    S_COUNTS,
-    S_COUNT_FAILED,
-    S_CLAIM,
-    S_CLAIM_NEXT,
-    S_RENEW,
-    S_SET_FAILED,
-    S_OWNERS,
-    S_COUNT_
-};
 
 static const char *const stmt_sql[S_COUNT_] = {
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
@@ -223,23 +184,10 @@ static const char *const schema_v3 =
 
 static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
 
-struct conn {
-    sqlite3 *db;                   /* connection */
-    pthread_mutex_t mu;            /* guards db and st */
-    sqlite3_stmt *st[S_COUNT_];    /* prepared lazily */
-};
-
-struct lite {
-    char *path;  /* database path */
-    struct conn w; /* write connection */
-    struct conn r; /* read connection */
-};
-
-#define BE(st) ((struct lite *)(st)->be)
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static int db_err(struct err *err, sqlite3 *db, const char *path, const char *what)
+int lite__db_err(struct err *err, sqlite3 *db, const char *path, const char *what)
 {
     int code = sqlite3_errcode(db);
     int ours = code == SQLITE_BUSY || code == SQLITE_LOCKED ? ERR_UNAVAILABLE
@@ -251,12 +199,12 @@ static int db_err(struct err *err, sqlite3 *db, const char *path, const char *wh
     return err_set(err, ours, "%s: %s: %s", path, what, sqlite3_errmsg(db));
 }
 
-static sqlite3_stmt *stmt(struct lite *l, struct conn *c, enum stmt_id id, struct err *err)
+sqlite3_stmt *lite__stmt(struct lite *l, struct conn *c, enum stmt_id id, struct err *err)
 {
     if (!c->st[id]) {
         if (sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->st[id],
                                NULL) != SQLITE_OK) {
-            db_err(err, c->db, l->path, "prepare");
+            lite__db_err(err, c->db, l->path, "prepare");
             return NULL;
         }
     } else {
@@ -266,11 +214,11 @@ static sqlite3_stmt *stmt(struct lite *l, struct conn *c, enum stmt_id id, struc
     return c->st[id];
 }
 
-static int exec(struct lite *l, struct conn *c, const char *sql, struct err *err)
+int lite__exec(struct lite *l, struct conn *c, const char *sql, struct err *err)
 {
     char *msg = NULL;
     if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int rc = db_err(err, c->db, l->path, sql);
+        int rc = lite__db_err(err, c->db, l->path, sql);
         sqlite3_free(msg);
         return rc;
     }
@@ -278,14 +226,14 @@ static int exec(struct lite *l, struct conn *c, const char *sql, struct err *err
 }
 
 /* Runs a one-row, one-column query (schema checks) into *out. */
-static int query_int(struct lite *l, struct conn *c, const char *sql, const char *what,
+static int lite__query_int(struct lite *l, struct conn *c, const char *sql, const char *what,
                      int *out, struct err *err)
 {
     sqlite3_stmt *s = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK ||
         sqlite3_step(s) != SQLITE_ROW)
-        rc = db_err(err, c->db, l->path, what);
+        rc = lite__db_err(err, c->db, l->path, what);
     else
         *out = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
@@ -293,10 +241,10 @@ static int query_int(struct lite *l, struct conn *c, const char *sql, const char
 }
 
 /* Runs a statement that takes one int64 and returns one int64 row. */
-static int one_i64(struct lite *l, struct conn *c, enum stmt_id id, int64_t arg, int64_t *out,
+int lite__one_i64(struct lite *l, struct conn *c, enum stmt_id id, int64_t arg, int64_t *out,
                    const char *what, struct err *err)
 {
-    sqlite3_stmt *s = stmt(l, c, id, err);
+    sqlite3_stmt *s = lite__stmt(l, c, id, err);
     if (!s)
         return -err->code;
     if (sqlite3_bind_parameter_count(s) > 0)
@@ -305,34 +253,34 @@ static int one_i64(struct lite *l, struct conn *c, enum stmt_id id, int64_t arg,
     if (sqlite3_step(s) == SQLITE_ROW)
         *out = sqlite3_column_int64(s, 0);
     else
-        rc = db_err(err, c->db, l->path, what);
+        rc = lite__db_err(err, c->db, l->path, what);
     sqlite3_reset(s);
     return rc;
 }
 
-static char *dup_col(sqlite3_stmt *s, int i)
+char *lite__dup_col(sqlite3_stmt *s, int i)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
     return t ? strdup((const char *)t) : NULL;
 }
 
-static int64_t col_int_or(sqlite3_stmt *s, int i, int64_t dflt)
+static int64_t lite__col_int_or(sqlite3_stmt *s, int i, int64_t dflt)
 {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? dflt : sqlite3_column_int64(s, i);
 }
 
 /* The connection a read should use: the batch's own when the caller runs
  * the open batch, else the read connection. */
-static struct conn *rconn(struct store *st)
+static struct conn *lite__rconn(struct store *st)
 {
     return store__in_batch(st) ? &BE(st)->w : &BE(st)->r;
 }
 
 /* Reads the counts row into the cache; c->mu held. */
-static void counts_refresh(struct store *st, struct conn *c)
+static void lite__counts_refresh(struct store *st, struct conn *c)
 {
     struct err e;
-    sqlite3_stmt *s = stmt(BE(st), c, S_COUNTS, &e);
+    sqlite3_stmt *s = lite__stmt(BE(st), c, S_COUNTS, &e);
     if (s && sqlite3_step(s) == SQLITE_ROW) {
         atomic_store(&st->n_items, sqlite3_column_int64(s, 0));
         atomic_store(&st->n_waiting, sqlite3_column_int64(s, 1));
@@ -348,7 +296,7 @@ static int conn_open(struct lite *l, struct conn *c, int flags, struct err *err)
 {
     pthread_mutex_init(&c->mu, NULL);
     if (sqlite3_open_v2(l->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        int rc = c->db ? db_err(err, c->db, l->path, "open")
+        int rc = c->db ? lite__db_err(err, c->db, l->path, "open")
                        : err_set(err, ERR_NOMEM, "%s: no memory to open", l->path);
         return rc;
     }
@@ -367,19 +315,19 @@ static void conn_close(struct conn *c)
     pthread_mutex_destroy(&c->mu);
 }
 
-static int meta_get(struct lite *l, struct conn *c, const char *key, char **out,
+int lite__meta_get(struct lite *l, struct conn *c, const char *key, char **out,
                     struct err *err)
 {
     *out = NULL;
-    sqlite3_stmt *s = stmt(l, c, S_META_GET, err);
+    sqlite3_stmt *s = lite__stmt(l, c, S_META_GET, err);
     if (!s)
         return -err->code;
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
     if (r == SQLITE_ROW)
-        *out = dup_col(s, 0);
+        *out = lite__dup_col(s, 0);
     else if (r != SQLITE_DONE)
-        return db_err(err, c->db, l->path, "read meta");
+        return lite__db_err(err, c->db, l->path, "read meta");
     sqlite3_reset(s);
     return 0;
 }
@@ -387,14 +335,14 @@ static int meta_get(struct lite *l, struct conn *c, const char *key, char **out,
 static int meta_put(struct lite *l, struct conn *c, const char *key, const char *val,
                     struct err *err)
 {
-    sqlite3_stmt *s = stmt(l, c, S_META_PUT, err);
+    sqlite3_stmt *s = lite__stmt(l, c, S_META_PUT, err);
     if (!s)
         return -err->code;
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, val, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
     sqlite3_reset(s);
-    return r == SQLITE_DONE ? 0 : db_err(err, c->db, l->path, "write meta");
+    return r == SQLITE_DONE ? 0 : lite__db_err(err, c->db, l->path, "write meta");
 }
 
 /* The same weights under the id an earlier version gave them
@@ -409,11 +357,11 @@ static int rename_model(struct lite *l, struct conn *c, const char *from, const 
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(c->db, "UPDATE items SET model = ?1 WHERE model = ?2", -1, &s,
                            NULL) != SQLITE_OK)
-        return db_err(err, c->db, l->path, "rename the model");
+        return lite__db_err(err, c->db, l->path, "rename the model");
     sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, from, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
-    rc = r == SQLITE_DONE ? 0 : db_err(err, c->db, l->path, "rename the model");
+    rc = r == SQLITE_DONE ? 0 : lite__db_err(err, c->db, l->path, "rename the model");
     sqlite3_finalize(s);
     return rc;
 }
@@ -423,17 +371,17 @@ static int rename_model(struct lite *l, struct conn *c, const char *from, const 
 static int migrate(struct lite *l, struct conn *c, int no_migrate, struct err *err)
 {
     int version = 0, have = 0, rc;
-    if ((rc = query_int(l, c, "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
+    if ((rc = lite__query_int(l, c, "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
                         "read schema", &have, err)))
         return rc;
     if (have) {
-        if ((rc = query_int(l, c, "SELECT max(version) FROM schema_version",
+        if ((rc = lite__query_int(l, c, "SELECT max(version) FROM schema_version",
                             "read schema version", &version, err)))
             return rc;
     } else {
         /* Not ours unless empty: refuse to add tables to another database. */
         int tables = 0;
-        if ((rc = query_int(l, c, "SELECT count(*) FROM sqlite_master", "read schema", &tables,
+        if ((rc = lite__query_int(l, c, "SELECT count(*) FROM sqlite_master", "read schema", &tables,
                             err)))
             return rc;
         if (tables)
@@ -443,7 +391,7 @@ static int migrate(struct lite *l, struct conn *c, int no_migrate, struct err *e
             return err_set(err, ERR_UNSUPPORTED_FORMAT, "%s: no store schema yet and migrations "
                            "are off: run 'imgsearch migrate --store %s' (with --model-id and "
                            "--dim for a new store)", l->path, l->path);
-        if ((rc = exec(l, c, "CREATE TABLE schema_version(version INTEGER NOT NULL);"
+        if ((rc = lite__exec(l, c, "CREATE TABLE schema_version(version INTEGER NOT NULL);"
                              "INSERT INTO schema_version VALUES (0);", err)))
             return rc;
     }
@@ -457,11 +405,11 @@ static int migrate(struct lite *l, struct conn *c, int no_migrate, struct err *e
                        "this imgsearch's (%d) and migrations are off: run 'imgsearch migrate "
                        "--store %s'", l->path, version, nmig, l->path);
     for (int v = version; v < nmig; v++) {
-        if ((rc = exec(l, c, migrations[v], err)))
+        if ((rc = lite__exec(l, c, migrations[v], err)))
             return rc;
         char sql[64];
         snprintf(sql, sizeof sql, "UPDATE schema_version SET version = %d", v + 1);
-        if ((rc = exec(l, c, sql, err)))
+        if ((rc = lite__exec(l, c, sql, err)))
             return rc;
     }
     return 0;
@@ -473,16 +421,16 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
 {
     struct lite *l = BE(st);
     struct conn *c = &l->w;
-    int rc = exec(l, c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err);
+    int rc = lite__exec(l, c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err);
     if (rc)
         return rc;
-    if ((rc = exec(l, c, "BEGIN IMMEDIATE", err)))
+    if ((rc = lite__exec(l, c, "BEGIN IMMEDIATE", err)))
         return rc;
     char *model = NULL, *dims = NULL, *dbid = NULL;
     if ((rc = migrate(l, c, o && o->no_migrate, err)))
         goto done;
-    if ((rc = meta_get(l, c, "model", &model, err)) || (rc = meta_get(l, c, "dim", &dims, err)) ||
-        (rc = meta_get(l, c, "db_id", &dbid, err)))
+    if ((rc = lite__meta_get(l, c, "model", &model, err)) || (rc = lite__meta_get(l, c, "dim", &dims, err)) ||
+        (rc = lite__meta_get(l, c, "db_id", &dbid, err)))
         goto done;
     if (!model || !dims) {
         if (!o || !o->model || !*o->model || o->dim < 1) {
@@ -529,7 +477,7 @@ static int setup(struct store *st, const struct store_options *o, struct err *er
         st->dim = (int)d;
         st->db_id = strtoull(dbid, NULL, 10);
     }
-    rc = exec(l, c, "COMMIT", err);
+    rc = lite__exec(l, c, "COMMIT", err);
 done:
     if (rc)
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
@@ -620,181 +568,9 @@ int store__sqlite_open(struct store *st, const char *path, const struct store_op
         return rc;
     remove_stale_tmp(st->index_path);
     pthread_mutex_lock(&l->w.mu);
-    counts_refresh(st, &l->w);
+    lite__counts_refresh(st, &l->w);
     pthread_mutex_unlock(&l->w.mu);
     return 0;
-}
-
-/* ---- the local index's source -------------------------------------------- */
-
-/* Reads the embedding blob of column i into v (dim floats) if it is one. */
-static int blob_vec(struct store *st, sqlite3_stmt *s, int i, float *v)
-{
-    if (sqlite3_column_type(s, i) != SQLITE_BLOB)
-        return 0;
-    const void *b = sqlite3_column_blob(s, i);
-    if (sqlite3_column_bytes(s, i) != st->dim * (int)sizeof(float) || !b)
-        return 0;
-    memcpy(v, b, (size_t)st->dim * sizeof(float));
-    return store__valid_vec(v, st->dim);
-}
-
-static int lite_snap_begin(struct store *st, struct err *err)
-{
-    struct lite *l = BE(st);
-    pthread_mutex_lock(&l->r.mu);
-    int rc = exec(l, &l->r, "BEGIN", err);
-    if (rc)
-        pthread_mutex_unlock(&l->r.mu);
-    return rc;
-}
-
-static void lite_snap_end(struct store *st)
-{
-    struct lite *l = BE(st);
-    sqlite3_exec(l->r.db, "COMMIT", NULL, NULL, NULL);
-    pthread_mutex_unlock(&l->r.mu);
-}
-
-static int lite_log_state(struct store *st, int64_t *top, int64_t *trimmed, struct err *err)
-{
-    struct lite *l = BE(st);
-    int rc = one_i64(l, &l->r, S_MAX_CSEQ, 0, top, "read the changes log", err);
-    if (!rc && trimmed) {
-        char *v = NULL;
-        rc = meta_get(l, &l->r, "changes_trimmed", &v, err);
-        *trimmed = v ? strtoll(v, NULL, 10) : 0;
-        free(v);
-    }
-    return rc;
-}
-
-static int lite_log_top(struct store *st, int64_t *top, struct err *err)
-{
-    struct lite *l = BE(st);
-    pthread_mutex_lock(&l->r.mu);
-    int rc = one_i64(l, &l->r, S_MAX_CSEQ, 0, top, "read the changes log", err);
-    pthread_mutex_unlock(&l->r.mu);
-    return rc;
-}
-
-static int lite_log_since(struct store *st, int64_t cov, int64_t **out, size_t *n,
-                          struct err *err)
-{
-    struct lite *l = BE(st);
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = stmt(l, &l->r, S_CHANGES_SINCE, err);
-    if (!s)
-        return -err->code;
-    sqlite3_bind_int64(s, 1, cov);
-    size_t k = 0, cap = 256;
-    int64_t *seqs = malloc(cap * sizeof *seqs);
-    int r = SQLITE_DONE;
-    while (seqs && (r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (k == cap) {
-            int64_t *g = realloc(seqs, 2 * cap * sizeof *g);
-            if (!g) {
-                free(seqs);
-                seqs = NULL;
-                break;
-            }
-            seqs = g;
-            cap *= 2;
-        }
-        seqs[k++] = sqlite3_column_int64(s, 0);
-    }
-    sqlite3_reset(s);
-    if (!seqs)
-        return err_set(err, ERR_NOMEM, "no memory for the changes log");
-    if (r != SQLITE_DONE) {
-        free(seqs);
-        return db_err(err, l->r.db, l->path, "read the changes log");
-    }
-    *out = seqs;
-    *n = k;
-    return 0;
-}
-
-static int lite_emb_by_seqs(struct store *st, const int64_t *seqs, size_t n, float *v,
-                            unsigned char *ok, struct err *err)
-{
-    struct lite *l = BE(st);
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *e = stmt(l, &l->r, S_EMB_BY_SEQ, err);
-        if (!e)
-            return -err->code;
-        sqlite3_bind_int64(e, 1, seqs[i]);
-        int r = sqlite3_step(e);
-        ok[i] = r == SQLITE_ROW && blob_vec(st, e, 0, v + i * (size_t)st->dim);
-        sqlite3_reset(e);
-        if (r != SQLITE_ROW && r != SQLITE_DONE)
-            return db_err(err, l->r.db, l->path, "read an embedding");
-    }
-    return 0;
-}
-
-static int lite_emb_all(struct store *st, store__emb_fn fn, void *ctx, struct err *err)
-{
-    struct lite *l = BE(st);
-    sqlite3_stmt *s = stmt(l, &l->r, S_ALL_EMB, err);
-    float *v = malloc((size_t)st->dim * sizeof *v);
-    int rc = !s ? -err->code : !v ? err_set(err, ERR_NOMEM, "no memory") : 0;
-    int r = SQLITE_DONE;
-    while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!blob_vec(st, s, 1, v))
-            continue; /* a wrong-sized blob written behind our back: not indexed */
-        rc = fn(sqlite3_column_int64(s, 0), v, ctx);
-    }
-    if (!rc && r != SQLITE_DONE)
-        rc = db_err(err, l->r.db, l->path, "read embeddings");
-    if (s)
-        sqlite3_reset(s);
-    free(v);
-    return rc;
-}
-
-static int lite_count_embedded(struct store *st, int64_t *n, struct err *err)
-{
-    struct lite *l = BE(st);
-    return one_i64(l, &l->r, S_COUNT_EMB, st->dim * (int64_t)sizeof(float), n,
-                   "count embeddings", err);
-}
-
-static int lite_log_trim(struct store *st, int64_t covered, struct err *err)
-{
-    struct lite *l = BE(st);
-    if (atomic_load(&st->tx_open))
-        return 0; /* trim later: w is busy with a batch */
-    pthread_mutex_lock(&l->w.mu);
-    int rc = exec(l, &l->w, "BEGIN IMMEDIATE", err);
-    sqlite3_stmt *s = rc ? NULL : stmt(l, &l->w, S_TRIM, err);
-    if (!rc && !s)
-        rc = -err->code;
-    if (!rc) {
-        sqlite3_bind_int64(s, 1, covered);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            rc = db_err(err, l->w.db, l->path, "trim the changes log");
-        sqlite3_reset(s);
-    }
-    if (!rc) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%lld", (long long)covered);
-        if (!(s = stmt(l, &l->w, S_TRIMMED, err)))
-            rc = -err->code;
-        else {
-            sqlite3_bind_text(s, 1, buf, -1, SQLITE_TRANSIENT);
-            if (sqlite3_step(s) != SQLITE_DONE)
-                rc = db_err(err, l->w.db, l->path, "trim the changes log");
-            sqlite3_reset(s);
-        }
-    }
-    if (!rc)
-        rc = exec(l, &l->w, "COMMIT", err);
-    if (rc)
-        sqlite3_exec(l->w.db, "ROLLBACK", NULL, NULL, NULL);
-    pthread_mutex_unlock(&l->w.mu);
-    return rc;
 }
 
 /* ---- writes ------------------------------------------------------------ */
@@ -807,7 +583,7 @@ static int begin_write(struct store *st, int *own, struct err *err)
     pthread_mutex_lock(&l->w.mu);
     *own = !atomic_load(&st->tx_open);
     if (*own) {
-        int rc = exec(l, &l->w, "BEGIN IMMEDIATE", err);
+        int rc = lite__exec(l, &l->w, "BEGIN IMMEDIATE", err);
         if (rc) {
             pthread_mutex_unlock(&l->w.mu);
             return rc;
@@ -821,11 +597,11 @@ static int end_write(struct store *st, int own, int rc, struct err *err)
     struct lite *l = BE(st);
     if (own) {
         if (!rc)
-            rc = exec(l, &l->w, "COMMIT", err);
+            rc = lite__exec(l, &l->w, "COMMIT", err);
         if (rc)
             sqlite3_exec(l->w.db, "ROLLBACK", NULL, NULL, NULL);
         else
-            counts_refresh(st, &l->w);
+            lite__counts_refresh(st, &l->w);
     }
     pthread_mutex_unlock(&l->w.mu);
     return rc;
@@ -838,7 +614,7 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
                    int *is_new, int64_t *seqp, struct err *err)
 {
     struct lite *l = BE(st);
-    sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_LOOKUP, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_ITEM_LOOKUP, err);
     if (!s)
         return -err->code;
     sqlite3_bind_text(s, 1, it->id, -1, SQLITE_STATIC);
@@ -851,10 +627,10 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
         same_sha = old && it->sha256 && !strcmp(old, it->sha256) && sqlite3_column_int(s, 2);
         const char *src = (const char *)sqlite3_column_text(s, 3);
         same_file = src && it->source && !strcmp(src, it->source) &&
-                    col_int_or(s, 4, -1) == it->size && col_int_or(s, 5, -1) == it->mtime;
+                    lite__col_int_or(s, 4, -1) == it->size && lite__col_int_or(s, 5, -1) == it->mtime;
     } else if (r != SQLITE_DONE) {
         sqlite3_reset(s);
-        return db_err(err, l->w.db, l->path, "look up an item");
+        return lite__db_err(err, l->w.db, l->path, "look up an item");
     }
     sqlite3_reset(s);
     if (keep_same && same_file) { /* store_register: registered already */
@@ -866,7 +642,7 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
     enum stmt_id which = !exists ? S_ITEM_INSERT
                        : it->embedding || !same_sha ? S_ITEM_UPDATE_EMB
                                                     : S_ITEM_UPDATE_KEEP;
-    if (!(s = stmt(l, &l->w, which, err)))
+    if (!(s = lite__stmt(l, &l->w, which, err)))
         return -err->code;
     if (exists)
         sqlite3_bind_int64(s, 1, seq);
@@ -887,7 +663,7 @@ static int put_row(struct store *st, const struct store_item *it, const char *md
     r = sqlite3_step(s);
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        return db_err(err, l->w.db, l->path, "write an item");
+        return lite__db_err(err, l->w.db, l->path, "write an item");
     *seqp = exists ? seq : sqlite3_last_insert_rowid(l->w.db);
     if (is_new)
         *is_new = !exists;
@@ -905,12 +681,12 @@ static int lite_put(struct store *st, const struct store_item *it, const char *m
     if ((rc = put_row(st, it, md, keep_same, is_new, &seq, err)))
         return end_write(st, own, rc, err);
     if (out) { /* the row as written, inside the write transaction */
-        sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_BY_SEQ, err);
+        sqlite3_stmt *s = lite__stmt(l, &l->w, S_ITEM_BY_SEQ, err);
         if (!s)
             return end_write(st, own, -err->code, err);
         sqlite3_bind_int64(s, 1, seq);
         int r = sqlite3_step(s);
-        rc = r != SQLITE_ROW ? db_err(err, l->w.db, l->path, "read the item back")
+        rc = r != SQLITE_ROW ? lite__db_err(err, l->w.db, l->path, "read the item back")
            : fill_item(st, s, 0, out) ? err_set(err, ERR_NOMEM, "no memory")
                                       : 0;
         sqlite3_reset(s);
@@ -925,7 +701,7 @@ static int lite_put_embedding(struct store *st, const char *id, const float *v,
     int own, rc;
     if ((rc = begin_write(st, &own, err)))
         return rc;
-    sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_SET_EMB, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_ITEM_SET_EMB, err);
     if (!s)
         return end_write(st, own, -err->code, err);
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
@@ -935,7 +711,7 @@ static int lite_put_embedding(struct store *st, const char *id, const float *v,
     int r = sqlite3_step(s);
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        rc = db_err(err, l->w.db, l->path, "write an embedding");
+        rc = lite__db_err(err, l->w.db, l->path, "write an embedding");
     else if (sqlite3_changes(l->w.db) == 0)
         rc = err_set(err, ERR_NOT_FOUND, "no item '%s'", id);
     return end_write(st, own, rc, err);
@@ -947,14 +723,14 @@ static int lite_del(struct store *st, const char *id, struct err *err)
     int own, rc;
     if ((rc = begin_write(st, &own, err)))
         return rc;
-    sqlite3_stmt *s = stmt(l, &l->w, S_ITEM_DELETE, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_ITEM_DELETE, err);
     if (!s)
         return end_write(st, own, -err->code, err);
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        rc = db_err(err, l->w.db, l->path, "delete an item");
+        rc = lite__db_err(err, l->w.db, l->path, "delete an item");
     else if (sqlite3_changes(l->w.db) == 0)
         rc = err_set(err, ERR_NOT_FOUND, "no item '%s'", id);
     return end_write(st, own, rc, err);
@@ -977,7 +753,7 @@ static int lite_claim(struct store *st, const char *owner, int lease_s, int max,
     if ((rc = begin_write(st, &own, err)))
         return rc;
     int64_t now = now_ms();
-    sqlite3_stmt *s = stmt(l, &l->w, S_CLAIM, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_CLAIM, err);
     if (!s)
         return end_write(st, own, -err->code, err);
     sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
@@ -993,17 +769,17 @@ static int lite_claim(struct store *st, const char *owner, int lease_s, int max,
         ++*k;
     }
     if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
-        rc = db_err(err, l->w.db, l->path, "claim waiting items");
+        rc = lite__db_err(err, l->w.db, l->path, "claim waiting items");
     sqlite3_reset(s);
     if (!rc && !*k) { /* when does the first lease run out? */
-        if (!(s = stmt(l, &l->w, S_CLAIM_NEXT, err)))
+        if (!(s = lite__stmt(l, &l->w, S_CLAIM_NEXT, err)))
             return end_write(st, own, -err->code, err);
         sqlite3_bind_int64(s, 1, now);
         if (sqlite3_step(s) == SQLITE_ROW) {
-            int64_t left = col_int_or(s, 0, -1);
+            int64_t left = lite__col_int_or(s, 0, -1);
             *retry_ms = sqlite3_column_type(s, 0) == SQLITE_NULL ? -1 : left < 1 ? 1 : left;
         } else
-            rc = db_err(err, l->w.db, l->path, "read the leases");
+            rc = lite__db_err(err, l->w.db, l->path, "read the leases");
         sqlite3_reset(s);
     }
     return end_write(st, own, rc, err);
@@ -1016,7 +792,7 @@ static int lite_renew(struct store *st, const char *owner, int lease_s, int64_t 
     int own, rc;
     if ((rc = begin_write(st, &own, err)))
         return rc;
-    sqlite3_stmt *s = stmt(l, &l->w, S_RENEW, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_RENEW, err);
     if (!s)
         return end_write(st, own, -err->code, err);
     sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
@@ -1025,7 +801,7 @@ static int lite_renew(struct store *st, const char *owner, int lease_s, int64_t 
     int r = sqlite3_step(s);
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        rc = db_err(err, l->w.db, l->path, "renew leases");
+        rc = lite__db_err(err, l->w.db, l->path, "renew leases");
     else
         *n = sqlite3_changes(l->w.db);
     return end_write(st, own, rc, err);
@@ -1034,19 +810,19 @@ static int lite_renew(struct store *st, const char *owner, int lease_s, int64_t 
 static int lite_owners(struct store *st, int max, char **a, size_t *k, struct err *err)
 {
     struct lite *l = BE(st);
-    struct conn *c = rconn(st);
+    struct conn *c = lite__rconn(st);
     pthread_mutex_lock(&c->mu);
     int rc = 0, r = SQLITE_DONE;
-    sqlite3_stmt *s = stmt(l, c, S_OWNERS, err);
+    sqlite3_stmt *s = lite__stmt(l, c, S_OWNERS, err);
     if (!s)
         rc = -err->code;
     else
         sqlite3_bind_int(s, 1, max);
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW && *k < (size_t)max)
-        if (!(a[(*k)++] = dup_col(s, 0)))
+        if (!(a[(*k)++] = lite__dup_col(s, 0)))
             rc = err_set(err, ERR_NOMEM, "no memory");
     if (!rc && r != SQLITE_DONE && r != SQLITE_ROW)
-        rc = db_err(err, c->db, l->path, "list lease owners");
+        rc = lite__db_err(err, c->db, l->path, "list lease owners");
     if (s)
         sqlite3_reset(s);
     pthread_mutex_unlock(&c->mu);
@@ -1060,7 +836,7 @@ static int lite_set_failed(struct store *st, const char *id, const char *reason,
     int own, rc;
     if ((rc = begin_write(st, &own, err)))
         return rc;
-    sqlite3_stmt *s = stmt(l, &l->w, S_SET_FAILED, err);
+    sqlite3_stmt *s = lite__stmt(l, &l->w, S_SET_FAILED, err);
     if (!s)
         return end_write(st, own, -err->code, err);
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
@@ -1072,7 +848,7 @@ static int lite_set_failed(struct store *st, const char *id, const char *reason,
     int r = sqlite3_step(s);
     sqlite3_reset(s);
     if (r != SQLITE_DONE)
-        rc = db_err(err, l->w.db, l->path, "mark an item failed");
+        rc = lite__db_err(err, l->w.db, l->path, "mark an item failed");
     else if (sqlite3_changes(l->w.db) == 0)
         rc = err_set(err, ERR_NOT_FOUND, "no item '%s'", id);
     return end_write(st, own, rc, err);
@@ -1085,7 +861,7 @@ static int lite_begin(struct store *st, struct err *err)
     int rc = 0;
     if (atomic_load(&st->tx_open))
         rc = err_set(err, ERR_CONFLICT, "%s: a batch is already open", l->path);
-    else if (!(rc = exec(l, &l->w, "BEGIN IMMEDIATE", err))) {
+    else if (!(rc = lite__exec(l, &l->w, "BEGIN IMMEDIATE", err))) {
         st->tx_owner = pthread_self();
         atomic_store(&st->tx_open, 1);
     }
@@ -1101,11 +877,11 @@ static int lite_finish(struct store *st, int commit, struct err *err)
     if (!atomic_load(&st->tx_open))
         rc = err_set(err, ERR_CONFLICT, "%s: no batch is open", l->path);
     else {
-        rc = exec(l, &l->w, commit ? "COMMIT" : "ROLLBACK", err);
+        rc = lite__exec(l, &l->w, commit ? "COMMIT" : "ROLLBACK", err);
         if (rc)
             sqlite3_exec(l->w.db, "ROLLBACK", NULL, NULL, NULL);
         atomic_store(&st->tx_open, 0);
-        counts_refresh(st, &l->w);
+        lite__counts_refresh(st, &l->w);
     }
     pthread_mutex_unlock(&l->w.mu);
     return rc;
@@ -1119,7 +895,7 @@ static int lite_reset(struct store *st, const char *model, int dim, struct err *
         return rc;
     char buf[32];
     snprintf(buf, sizeof buf, "%d", dim);
-    rc = exec(l, &l->w, "UPDATE items SET embedding = NULL, model = NULL "
+    rc = lite__exec(l, &l->w, "UPDATE items SET embedding = NULL, model = NULL "
                         "WHERE embedding IS NOT NULL", err);
     if (!rc)
         rc = meta_put(l, &l->w, "model", model, err);
@@ -1137,13 +913,13 @@ static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct st
 {
     memset(it, 0, sizeof *it);
     it->seq = sqlite3_column_int64(s, 0);
-    it->id = dup_col(s, 1);
-    it->source = dup_col(s, 2);
-    it->sha256 = dup_col(s, 3);
-    it->size = col_int_or(s, 4, -1);
-    it->mtime = col_int_or(s, 5, -1);
-    it->metadata = dup_col(s, 6);
-    it->model = dup_col(s, 7);
+    it->id = lite__dup_col(s, 1);
+    it->source = lite__dup_col(s, 2);
+    it->sha256 = lite__dup_col(s, 3);
+    it->size = lite__col_int_or(s, 4, -1);
+    it->mtime = lite__col_int_or(s, 5, -1);
+    it->metadata = lite__dup_col(s, 6);
+    it->model = lite__dup_col(s, 7);
     it->created_at = sqlite3_column_int64(s, 8);
     it->updated_at = sqlite3_column_int64(s, 9);
     if (with_blob) {
@@ -1158,7 +934,7 @@ static int fill_item(struct store *st, sqlite3_stmt *s, int with_blob, struct st
     } else
         it->has_embedding = sqlite3_column_int(s, 10) != 0;
     if (sqlite3_column_count(s) > 11 && sqlite3_column_type(s, 11) != SQLITE_NULL &&
-        !(it->error = dup_col(s, 11))) {
+        !(it->error = lite__dup_col(s, 11))) {
         store_item_clear(it);
         return -1;
     }
@@ -1173,10 +949,10 @@ static int get_one(struct store *st, enum stmt_id id, const char *key, int with_
                    struct store_item *out, const char *what, struct err *err)
 {
     struct lite *l = BE(st);
-    struct conn *c = rconn(st);
+    struct conn *c = lite__rconn(st);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
-    sqlite3_stmt *s = stmt(l, c, id, err);
+    sqlite3_stmt *s = lite__stmt(l, c, id, err);
     if (!s)
         rc = -err->code;
     else {
@@ -1187,7 +963,7 @@ static int get_one(struct store *st, enum stmt_id id, const char *key, int with_
         else if (r == SQLITE_DONE)
             rc = err_set(err, ERR_NOT_FOUND, "no item with %s '%s'", what, key);
         else
-            rc = db_err(err, c->db, l->path, "read an item");
+            rc = lite__db_err(err, c->db, l->path, "read an item");
         sqlite3_reset(s);
     }
     pthread_mutex_unlock(&c->mu);
@@ -1208,10 +984,10 @@ static int lite_find_source(struct store *st, const char *source, struct store_i
 static int lite_exists(struct store *st, const char *id, int64_t *seq, struct err *err)
 {
     struct lite *l = BE(st);
-    struct conn *c = rconn(st);
+    struct conn *c = lite__rconn(st);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
-    sqlite3_stmt *s = stmt(l, c, S_ITEM_EXISTS, err);
+    sqlite3_stmt *s = lite__stmt(l, c, S_ITEM_EXISTS, err);
     if (!s)
         rc = -err->code;
     else {
@@ -1222,7 +998,7 @@ static int lite_exists(struct store *st, const char *id, int64_t *seq, struct er
                 *seq = sqlite3_column_int64(s, 0);
             rc = 1;
         } else if (r != SQLITE_DONE)
-            rc = db_err(err, c->db, l->path, "look up an item");
+            rc = lite__db_err(err, c->db, l->path, "look up an item");
         sqlite3_reset(s);
     }
     pthread_mutex_unlock(&c->mu);
@@ -1233,10 +1009,10 @@ static int lite_list(struct store *st, int waiting, int64_t after, int max,
                      struct store_item *a, size_t *k, struct err *err)
 {
     struct lite *l = BE(st);
-    struct conn *c = rconn(st);
+    struct conn *c = lite__rconn(st);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
-    sqlite3_stmt *s = stmt(l, c, waiting ? S_ITEM_WAITING : S_ITEM_LIST, err);
+    sqlite3_stmt *s = lite__stmt(l, c, waiting ? S_ITEM_WAITING : S_ITEM_LIST, err);
     if (!s)
         rc = -err->code;
     else {
@@ -1251,7 +1027,7 @@ static int lite_list(struct store *st, int waiting, int64_t after, int max,
             ++*k;
         }
         if (!rc && r != SQLITE_DONE)
-            rc = db_err(err, c->db, l->path, "list items");
+            rc = lite__db_err(err, c->db, l->path, "list items");
         sqlite3_reset(s);
     }
     pthread_mutex_unlock(&c->mu);
@@ -1260,106 +1036,12 @@ static int lite_list(struct store *st, int waiting, int64_t after, int max,
 
 static int lite_count(struct store *st, int which, int64_t *n, struct err *err)
 {
-    struct conn *c = rconn(st);
+    struct conn *c = lite__rconn(st);
     pthread_mutex_lock(&c->mu);
     enum stmt_id id = which == 2 ? S_COUNT_FAILED : which ? S_COUNT_WAITING : S_COUNT;
-    int rc = one_i64(BE(st), c, id, 0, n, "count items", err);
+    int rc = lite__one_i64(BE(st), c, id, 0, n, "count items", err);
     pthread_mutex_unlock(&c->mu);
     return rc;
-}
-
-/* ---- search ------------------------------------------------------------ */
-
-/* Runs the filters in SQL and sets the bit of every matching seq. */
-static int lite_filter_seqs(struct store *st, const struct store_filter *f, int nf,
-                            struct store_bitmap *bm, struct err *err)
-{
-    struct lite *l = BE(st);
-    /* one EXISTS per filter, ~250 bytes each: SQLite's growing string, the
-     * count bounded by the caller's check against STORE_FILTERS_MAX */
-    sqlite3_str *q = sqlite3_str_new(NULL);
-    sqlite3_str_appendall(q, "SELECT seq FROM items WHERE embedding IS NOT NULL "
-                             "AND json_valid(metadata)");
-    for (int i = 0; i < nf; i++)
-        sqlite3_str_appendf(
-            q,
-            " AND EXISTS (SELECT 1 FROM json_each(items.metadata) j WHERE j.key = ?%d AND ("
-            "(j.type = 'text' AND j.atom = ?%d) OR "
-            "(j.type IN ('integer', 'real') AND j.atom = ?%d) OR "
-            "(j.type IN ('true', 'false', 'null') AND j.type = ?%d)))",
-            3 * i + 1, 3 * i + 2, 3 * i + 3, 3 * i + 2);
-    char *sql = sqlite3_str_finish(q);
-    if (!sql)
-        return err_set(err, ERR_NOMEM, "no memory for the filter");
-    struct conn *c = &l->r;
-    pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = NULL;
-    int64_t maxseq = 0;
-    int rc = one_i64(l, c, S_MAX_SEQ, 0, &maxseq, "read the last seq", err);
-    if (!rc) {
-        bm->nbits = maxseq + 1;
-        bm->w = calloc((size_t)(bm->nbits + 63) / 64, sizeof *bm->w);
-        if (!bm->w)
-            rc = err_set(err, ERR_NOMEM, "no memory for the filter");
-    }
-    if (!rc && sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK)
-        rc = db_err(err, c->db, l->path, "prepare the filter");
-    for (int i = 0; !rc && i < nf; i++) {
-        sqlite3_bind_text(s, 3 * i + 1, f[i].key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3 * i + 2, f[i].value, -1, SQLITE_STATIC);
-        char *end;
-        errno = 0;
-        double num = strtod(f[i].value, &end);
-        if (*f[i].value && !*end && !errno && isfinite(num))
-            sqlite3_bind_double(s, 3 * i + 3, num);
-    }
-    int r = SQLITE_DONE;
-    while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(s, 0);
-        if (seq >= 0 && seq < bm->nbits)
-            bm->w[seq >> 6] |= 1ull << (seq & 63);
-    }
-    if (!rc && r != SQLITE_DONE)
-        rc = db_err(err, c->db, l->path, "run the filter");
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&c->mu);
-    sqlite3_free(sql);
-    return rc;
-}
-
-/* An embedded database has no round trips: one cached statement per hit. */
-static int lite_rows(struct store *st, struct store_hit *hits, size_t n, struct err *err)
-{
-    struct lite *l = BE(st);
-    struct conn *c = &l->r;
-    int rc = 0;
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < n && !rc; i++) {
-        sqlite3_stmt *s = stmt(l, c, S_HIT_BY_SEQ, err);
-        if (!s) {
-            rc = -err->code;
-            break;
-        }
-        sqlite3_bind_int64(s, 1, hits[i].seq);
-        int r = sqlite3_step(s);
-        if (r == SQLITE_ROW) { /* DONE: deleted since the search */
-            hits[i].id = dup_col(s, 0);
-            hits[i].source = dup_col(s, 1);
-            hits[i].metadata = dup_col(s, 2);
-            if (!hits[i].id || !hits[i].metadata)
-                rc = err_set(err, ERR_NOMEM, "no memory");
-        } else if (r != SQLITE_DONE)
-            rc = db_err(err, c->db, l->path, "read a hit");
-        sqlite3_reset(s);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-}
-
-static const char *lite_index_kind(struct store *st)
-{
-    (void)st;
-    return "local-hnsw";
 }
 
 static const struct store_ops lite_ops = {
@@ -1380,17 +1062,17 @@ static const struct store_ops lite_ops = {
     .begin = lite_begin,
     .finish = lite_finish,
     .reset = lite_reset,
-    .snap_begin = lite_snap_begin,
-    .snap_end = lite_snap_end,
-    .log_state = lite_log_state,
-    .log_top = lite_log_top,
-    .log_since = lite_log_since,
-    .emb_by_seqs = lite_emb_by_seqs,
-    .emb_all = lite_emb_all,
-    .count_embedded = lite_count_embedded,
-    .log_trim = lite_log_trim,
-    .filter_seqs = lite_filter_seqs,
-    .rows = lite_rows,
+    .snap_begin = lite__snap_begin,
+    .snap_end = lite__snap_end,
+    .log_state = lite__log_state,
+    .log_top = lite__log_top,
+    .log_since = lite__log_since,
+    .emb_by_seqs = lite__emb_by_seqs,
+    .emb_all = lite__emb_all,
+    .count_embedded = lite__count_embedded,
+    .log_trim = lite__log_trim,
+    .filter_seqs = lite__filter_seqs,
+    .rows = lite__rows,
     .search = NULL,
-    .index_kind = lite_index_kind,
+    .index_kind = lite__index_kind,
 };
