@@ -17,7 +17,15 @@ OUT=$T_TMP/out
 # the default store of a command without --store lives here, not in $HOME
 export XDG_DATA_HOME=$T_TMP/xdg
 unset IMGSEARCH_STORE
+# a command that would fetch the default model from the hub gets a refused
+# connection at once instead of a wait on the network, and a cache of its own
+export XDG_CACHE_HOME=$T_TMP/cache
+export HF_ENDPOINT=${HF_ENDPOINT:-http://127.0.0.1:9}
 ERR=$T_TMP/err
+# no curl call waits forever on a server that hangs: 120 s at most each
+export CURL_HOME=$T_TMP/curl
+mkdir -p "$CURL_HOME"
+echo 'max-time = 120' >"$CURL_HOME/.curlrc"
 
 ok() { T_PASS=$((T_PASS + 1)); }
 # bad MESSAGE: one failed case, reported at the caller's caller (the line of

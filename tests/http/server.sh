@@ -12,6 +12,7 @@
 # them. Scripts that read FILE themselves (sqlite3, CLI commands on it)
 # cannot run this way.
 
+. "$(dirname "${BASH_SOURCE[0]}")/../hang.sh"
 SERVE_PIDS=()
 
 # serve_pg_url FILE: the URL of FILE's database on $IMGSEARCH_TEST_PG_URL's
@@ -91,11 +92,23 @@ serve_ready() {
   return 1
 }
 
-# serve_stop: SIGTERM, wait for the exit; RC gets the exit code
+# serve_stop: SIGTERM, then serve_wait
 serve_stop() {
   kill -TERM "$PID" 2>/dev/null
-  wait "$PID"
+  serve_wait
+}
+
+# serve_wait: waits for the server to exit (60 s at most); RC gets the exit
+# code. A server still running then is a failed case with its threads'
+# backtraces (tests/hang.sh), killed, RC 124.
+serve_wait() {
+  wait_bounded "$PID" 60 >"$T_TMP/stop-hang.txt"
   RC=$?
+  if [ "$RC" -eq 124 ]; then
+    bad "the server ($PID) did not exit within 60 s: $(cat "$T_TMP/stop-hang.txt")"
+    kill -KILL "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
 }
 
 # kills what is still running (for an EXIT trap)

@@ -203,8 +203,7 @@ serve_start waitterm --store "$STORE" --uploads "$T_TMP/restart.images" --model 
 sleep 1
 t0=$(ms)
 kill -TERM "$PID"
-wait "$PID"
-RC=$?
+serve_wait
 t_lt "ms from SIGTERM to exit while waiting for the database" "$(($(ms) - t0))" 3000
 t_eq "exit code after SIGTERM while waiting for the database" "$RC" 1
 t_grep "$SLOG" 'the database is unavailable'

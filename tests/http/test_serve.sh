@@ -533,8 +533,7 @@ CPID=$!
 sleep 1
 kill -TERM "$PID"
 wait "$CPID"
-wait "$PID"
-RC=$?
+serve_wait
 t_eq "the request in flight at SIGTERM" "$(cat "$T_TMP/drain.code")" 200
 t_grep "$T_TMP/drain.out" '"dimension":64'
 t_eq "exit code after SIGTERM (drained request)" "$RC" 0
