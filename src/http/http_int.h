@@ -63,6 +63,8 @@ struct http_server {
     atomic_int draining;            /* shutting down: new requests get 503 */
     atomic_int load_cancel;         /* http_server_cancel_load was called */
     atomic_int inflight;            /* requests begun and not completed */
+    atomic_int answering;           /* of those, past their body: queued, run
+                                     * or with a reply on its way */
     int stopped;                    /* http_server_shutdown ran */
     double t_start;                 /* monotonic seconds at start */
     char load_error[ERR_MSG_MAX];   /* why the load failed */
@@ -145,6 +147,7 @@ struct http_req {
     struct http_match m;            /* route, method, item id */
     double t0;                      /* monotonic seconds at the first call */
     enum http__phase phase;
+    int answering;                  /* counted in s->answering */
     enum http_body_kind kind;       /* from Content-Type */
     uint8_t *body;                  /* raw or JSON body (NUL-terminated) */
     size_t body_len, body_cap;

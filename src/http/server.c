@@ -21,7 +21,8 @@
  *    get up to --shutdown-grace-s (5 s) to finish (new ones on kept-alive
  *    connections get 503). Then the requests still queued for a worker are
  *    answered 503, the ones a worker runs are waited for (one forward pass
- *    each), and MHD_stop_daemon closes every connection, half-sent bodies
+ *    each), every reply made is sent (2 s at most for clients that do not
+ *    read), and MHD_stop_daemon closes every connection, half-sent bodies
  *    included; the background threads stop after it.
  * 7. Hostile clients. libmicrohttpd 0.9.75 gives an idle timeout, a total
  *    and a per-address connection cap, and no deadline on a request head;
@@ -159,6 +160,10 @@ static enum MHD_Result send_reply(struct http_req *r)
                                 "Bearer realm=\"imgsearch\"");
     if (atomic_load(&r->s->draining) || rp->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (!r->answering) {
+        r->answering = 1;
+        atomic_fetch_add(&r->s->answering, 1);
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)rp->status, resp);
     MHD_destroy_response(resp);
     r->phase = HTTP__PH_SENT;
@@ -330,6 +335,8 @@ static enum MHD_Result submit(struct http_req *r)
         return send_reply(r);
     }
     r->phase = HTTP__PH_WORKER;
+    r->answering = 1;
+    atomic_fetch_add(&s->answering, 1);
     http__guard_phase(r->conn, HTTP__CONN_BUSY);
     MHD_suspend_connection(r->conn);
     pthread_mutex_lock(&s->qmu);
@@ -411,6 +418,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr,
         http_metrics_request(&s->metrics, r->m.route, r->reply.status, mono_now() - r->t0);
     http__access_log(r);
     size_t received = r->received;
+    if (r->answering)
+        atomic_fetch_sub(&s->answering, 1);
     req_free(r);
     atomic_fetch_sub(&s->inflight, 1);
     /* A large body leaves the arenas of the threads that parsed it full of
@@ -904,6 +913,12 @@ void http_server_shutdown(struct http_server *s, int grace_s)
                 break;
             usleep(10000);
         }
+        /* every reply made (200s of the workers, 503s of the queue) goes
+         * out before the daemon closes the connections; a client that does
+         * not read its reply gets 2 s */
+        until = mono_now() + 2;
+        while (atomic_load(&s->answering) > 0 && mono_now() < until)
+            usleep(2000);
         MHD_stop_daemon(s->d);
         s->d = NULL;
     }
