@@ -59,10 +59,19 @@ static int conn_ready(struct store *st, struct pconn *c, uint64_t gen, struct er
     if (c->pg && c->gen == gen && PQstatus(c->pg) == CONNECTION_OK)
         return 0;
     c->gen = gen;
-    if (c->pg)
+    if (c->pg) {
         PQreset(c->pg);
-    else
-        c->pg = PQconnectdb(BE(st)->conninfo);
+    } else {
+        /* A server that does not answer (a host gone, packets dropped)
+         * fails a connection in 10 s and a dead peer is noticed in about a
+         * minute, where the system's TCP defaults wait minutes to hours.
+         * They come before the URL, so the URL's own values win. */
+        static const char *const keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                                           "keepalives_interval", "keepalives_count",
+                                           "dbname", NULL};
+        const char *vals[] = {"10", "1", "30", "10", "3", BE(st)->conninfo, NULL};
+        c->pg = PQconnectdbParams(keys, vals, 1);
+    }
     c->prepared = 0;
     if (!c->pg)
         return err_set(err, ERR_NOMEM, "no memory for a connection");

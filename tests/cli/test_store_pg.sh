@@ -111,6 +111,22 @@ if pg15_start; then
   sh -c "$PG15_STOP"
   t_run 1 "$BIN" items --store "$PG15_URL" count
   t_grep "$ERR" 'database is unavailable'
+  # a server that takes the connection and never answers: unavailable after
+  # the default 10 s connect timeout, not after the system's TCP timeouts
+  mute=$T_TMP/mute.port
+  python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+c = [s.accept() for _ in range(8)]
+time.sleep(60)' "$mute" &
+mpid=$!
+for _ in $(seq 100); do [ -s "$mute" ] && break; sleep 0.05; done
+t0=$SECONDS
+t_run 1 "$BIN" items --store "postgresql://imgsearch@127.0.0.1:$(cat "$mute")/x" count
+t_grep "$ERR" 'database is unavailable.*timeout'
+t_le "seconds until a mute server is given up" "$((SECONDS - t0))" 20
+kill "$mpid" 2>/dev/null
+wait "$mpid" 2>/dev/null
 else
   t_skip tool:postgresql "$PG_WHY"
 fi
