@@ -46,19 +46,42 @@ wait_bounded() {
 
 # run_limited SECONDS LOG CMD...: runs CMD in a session of its own with its
 # output in LOG; past SECONDS, appends the hang report to LOG, kills the
-# whole session and returns 124
+# whole session and returns 124. A session of its own is out of reach of
+# the terminal's Ctrl-C: the caller traps it and calls run_limited_abort.
+RUN_LIMITED_PID=
 run_limited() {
   local limit=$1 log=$2 pid rc
   shift 2
   setsid "$@" >"$log" 2>&1 </dev/null &
   pid=$!
+  RUN_LIMITED_PID=$pid
   wait_bounded "$pid" "$limit" >>"$log.hang"
   rc=$?
   if [ "$rc" -eq 124 ]; then
-    kill -KILL -- "-$pid" 2>/dev/null
+    kill_session "$pid"
     wait "$pid" 2>/dev/null
     { echo "TIMEOUT: '$*' ran past its ${limit} s"; cat "$log.hang"; } >>"$log"
   fi
   rm -f "$log.hang"
+  RUN_LIMITED_PID=
   return "$rc"
+}
+
+# run_limited_abort: ends the session run_limited is waiting for, if any
+run_limited_abort() {
+  [ -n "$RUN_LIMITED_PID" ] && kill_session "$RUN_LIMITED_PID"
+  RUN_LIMITED_PID=
+}
+
+# kill_session SID: SIGTERM to every process of the session (scripts run
+# their EXIT traps and stop their servers), SIGKILL to what is left after 5 s
+kill_session() {
+  local i
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  for i in $(seq 50); do
+    [ -z "$(ps -e -o sid= | awk -v s="$1" '$1 == s')" ] && return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null
+  return 0
 }
