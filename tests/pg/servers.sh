@@ -17,11 +17,13 @@ pg_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# as_pg CMD...: runs CMD as the unprivileged user when root
+# as_pg CMD...: runs CMD as the unprivileged user when root, from /tmp (the
+# checkout may sit where that user cannot enter, and initdb and postgres
+# refuse to start in a folder they cannot read)
 as_pg() {
   if [ "$(id -u)" -ne 0 ]; then "$@"; return; fi
-  if command -v runuser >/dev/null; then runuser -u nobody -- "$@"
-  else setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; fi
+  if command -v runuser >/dev/null; then (cd /tmp && runuser -u nobody -- "$@")
+  else (cd /tmp && setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"); fi
 }
 
 pg15_start() {
@@ -34,7 +36,7 @@ pg15_start() {
     >"$PG15_DIR/initdb.log" 2>&1 || { PG_WHY="initdb failed: $(tail -n 2 "$PG15_DIR/initdb.log")"; return 1; }
   # the commands as one shell line each (test_store's restart case runs them)
   local as=
-  [ "$(id -u)" -ne 0 ] || as="runuser -u nobody --"
+  [ "$(id -u)" -ne 0 ] || as="cd /tmp && runuser -u nobody --"
   PG15_START="$as $PG_BIN/pg_ctl -D $PG15_DIR/data -l $PG15_DIR/log -w -t 60 start -o '-k $PG15_DIR -c listen_addresses=127.0.0.1 -p $port -c fsync=off -c max_connections=200' >/dev/null 2>&1"
   PG15_STOP="$as $PG_BIN/pg_ctl -D $PG15_DIR/data -m fast -w stop >/dev/null 2>&1"
   sh -c "$PG15_START" || { PG_WHY="pg_ctl start failed: $(tail -n 3 "$PG15_DIR/log")"; return 1; }
