@@ -72,6 +72,19 @@ static inline const char *fresh_path(const char *name)
     return db_path;
 }
 
+/* The server runs every connection in one session (pglite-socket, told by
+ * IMGSEARCH_TEST_ONE_SESSION=1): its multiplexer queues the others'
+ * statements behind an open transaction, and it can interleave the
+ * messages of two connections' extended-protocol statements, which leaves
+ * a client waiting for an answer for ever. Tests that use a store from
+ * several threads at once run their threads one after another there; the
+ * concurrency itself is tested on a real server (postgresql-15). */
+static inline int one_session(void)
+{
+    const char *one = getenv("IMGSEARCH_TEST_ONE_SESSION");
+    return pg_url && one && !strcmp(one, "1");
+}
+
 static inline struct store *open_store(const char *path, const char *model, int dim, int create)
 {
     struct store_options o = {.model = model, .dim = dim, .create = create};
