@@ -5,6 +5,11 @@
 # A hang must end as a failure that says where it hung, never as a run that
 # only stops when CI gives up on it.
 
+# session_pids SID: the processes of session SID, one pid a line
+session_pids() {
+  ps -e -o pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'
+}
+
 # hang_report PID...: each PID, with the processes of its session when it
 # leads one: the ps line, the kernel function it sleeps in, and every
 # thread's backtrace (when gdb is installed and may attach)
@@ -13,7 +18,7 @@ hang_report() {
   for p in "$@"; do
     procs+=("$p")
     while read -r q; do [ "$q" != "$p" ] && procs+=("$q"); done \
-      < <(ps -e -o pid=,sid= | awk -v s="$p" '$2 == s { print $1 }')
+      < <(session_pids "$p")
   done
   for p in "${procs[@]}"; do
     [ -d "/proc/$p" ] || continue
@@ -79,7 +84,7 @@ kill_session() {
   local i
   kill -TERM -- "-$1" 2>/dev/null || return 0
   for i in $(seq 50); do
-    [ -z "$(ps -e -o sid= | awk -v s="$1" '$1 == s')" ] && return 0
+    [ -z "$(session_pids "$1")" ] && return 0
     sleep 0.1
   done
   kill -KILL -- "-$1" 2>/dev/null

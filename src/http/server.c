@@ -122,6 +122,16 @@ void http_config_defaults(struct http_config *c)
         c->shutdown_grace_s = 5;
 }
 
+/* r is past its body: it will get a reply, which shutdown waits to send
+ * (counted once, until on_completed) */
+static void count_answering(struct http_req *r)
+{
+    if (!r->answering) {
+        r->answering = 1;
+        atomic_fetch_add(&r->s->answering, 1);
+    }
+}
+
 static enum MHD_Result send_reply(struct http_req *r)
 {
     struct http_reply *rp = &r->reply;
@@ -160,10 +170,7 @@ static enum MHD_Result send_reply(struct http_req *r)
                                 "Bearer realm=\"imgsearch\"");
     if (atomic_load(&r->s->draining) || rp->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    if (!r->answering) {
-        r->answering = 1;
-        atomic_fetch_add(&r->s->answering, 1);
-    }
+    count_answering(r);
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)rp->status, resp);
     MHD_destroy_response(resp);
     r->phase = HTTP__PH_SENT;
@@ -335,8 +342,7 @@ static enum MHD_Result submit(struct http_req *r)
         return send_reply(r);
     }
     r->phase = HTTP__PH_WORKER;
-    r->answering = 1;
-    atomic_fetch_add(&s->answering, 1);
+    count_answering(r);
     http__guard_phase(r->conn, HTTP__CONN_BUSY);
     MHD_suspend_connection(r->conn);
     pthread_mutex_lock(&s->qmu);

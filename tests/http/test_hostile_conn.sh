@@ -144,11 +144,8 @@ for _ in $(seq 100); do grep -q sent "$T_TMP/halfpost.out" && break; sleep 0.02;
 sleep 0.2
 t0=$(ms)
 kill -TERM "$PID"
-for _ in $(seq 60); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+serve_wait
 t1=$(ms)
-if kill -0 "$PID" 2>/dev/null; then kill -9 "$PID"; fi
-wait "$PID"
-RC=$?
 echo "SIGTERM to exit with a half-sent body: $((t1 - t0)) ms"
 t_lt "ms from SIGTERM to exit with a half-sent body (grace 1 s)" "$((t1 - t0))" 3000
 t_eq "exit code after SIGTERM with a half-sent body" "$RC" 0
@@ -180,11 +177,8 @@ for _ in $(seq 300); do
 done
 t0=$(ms)
 kill -TERM "$PID"
-for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+serve_wait
 t1=$(ms)
-if kill -0 "$PID" 2>/dev/null; then kill -9 "$PID"; fi
-wait "$PID"
-RC=$?
 wait
 echo "SIGTERM to exit with 12 requests queued for 1 worker: $((t1 - t0)) ms"
 t_lt "ms from SIGTERM to exit with a full queue (grace 2 s)" "$((t1 - t0))" 5000
